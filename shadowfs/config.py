@@ -41,6 +41,7 @@ __all__ = [
     "IOConfig",
     "MetadataConfig",
     "demo_config",
+    "format_size",
     "load_config",
     "parse_config",
     "parse_size",
