@@ -259,7 +259,10 @@ def _survey(config: Config, device: DeviceConfig) -> _Survey:
     if config.state_dir.parent == device.path:
         ignorable.add(config.state_dir.name)
     foreign = tuple(name for name in entries if name not in ignorable | STATE_MARKERS)
-    label = read_label(device.path) if LABEL_FILE in entries else None
+    try:
+        label = read_label(device.path) if LABEL_FILE in entries else None
+    except OwnershipError as error:
+        raise OwnershipError(f"device {device.name}: {error}") from None
     return _Survey(device, label, EXTENTS_DIR in entries, foreign, st_dev)
 
 

@@ -527,3 +527,9 @@ def test_acquiring_twice_is_a_bug(tmp_path: Path) -> None:
     with StateLock(tmp_path / "state", "mount") as lock:
         with pytest.raises(RuntimeError):
             lock.acquire()
+
+
+def test_corrupt_label_on_a_device_names_the_device(root: Path, config: Config) -> None:
+    (root / "ssd0" / LABEL_FILE).write_text("{")
+    message = refused(root, config, None)
+    assert message.startswith(f"device ssd0: label {root / 'ssd0' / LABEL_FILE} is corrupt")
