@@ -19,6 +19,7 @@ import enum
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -325,10 +326,16 @@ def _resolve(value: object, key: str, base_dir: Path) -> Path:
     text = _string(value, key)
     if "\0" in text:
         raise ConfigError(key, "must not contain a NUL character")
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~nosuchuser/..."
+        raise ConfigError(key, f"{text!r}: cannot expand the user's home directory") from None
     if not path.is_absolute():
         path = base_dir / path
-    return path.resolve()
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop, an unreadable parent
+        raise ConfigError(key, f"{path}: cannot resolve the path ({error})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,14 +577,32 @@ def _parse_log_level(raw: Mapping[str, Any]) -> str:
 # Checks against the filesystem (read-only)
 
 
+def _path_kind(path: Path, key: str) -> str:
+    """What is at `path`: "missing", "dir" or "other".
+
+    A path we may not even look at (EACCES on a parent) is an error right here, since
+    shadowfs could not use it either.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except NotADirectoryError:
+        return "other"
+    except OSError as error:
+        raise ConfigError(key, f"{path}: cannot look at it ({error.strerror})") from None
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
 def _check_directory(path: Path, key: str, what: str) -> None:
-    if not path.exists():
+    kind = _path_kind(path, key)
+    if kind == "missing":
         raise ConfigError(
             key,
             f"{path} does not exist; create the directory (on the disk meant for {what}) "
             "or fix the path",
         )
-    if not path.is_dir():
+    if kind != "dir":
         raise ConfigError(key, f"{path} is not a directory")
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(
@@ -590,18 +615,18 @@ def _check_directory(path: Path, key: str, what: str) -> None:
 def _check_paths(devices: list[DeviceConfig], state_dir: Path) -> None:
     for index, device in enumerate(devices):
         _check_directory(device.path, f"devices[{index}].path", f"device {device.name}")
-    if state_dir.exists():
+    if _path_kind(state_dir, "state_dir") != "missing":
         _check_directory(state_dir, "state_dir", "the state directory")
-    else:
-        # Created at mount; its parent must be there already, so that a typo does not grow
-        # a directory tree somewhere unexpected.
-        if not state_dir.parent.is_dir():
-            raise ConfigError(
-                "state_dir",
-                f"{state_dir} does not exist and neither does its parent {state_dir.parent}; "
-                "create the parent or fix the path",
-            )
-        _check_directory(state_dir.parent, "state_dir", "the state directory")
+        return
+    # Created at mount; its parent must be there already, so that a typo does not grow a
+    # directory tree somewhere unexpected.
+    if _path_kind(state_dir.parent, "state_dir") != "dir":
+        raise ConfigError(
+            "state_dir",
+            f"{state_dir} does not exist and neither does its parent {state_dir.parent}; "
+            "create the parent or fix the path",
+        )
+    _check_directory(state_dir.parent, "state_dir", "the state directory")
 
 
 # --------------------------------------------------------------------------------------------

@@ -274,6 +274,19 @@ def test_unwritable_device_path_for_real(root: Path) -> None:
     assert error.key == "devices[1].path"
 
 
+def test_device_path_in_a_symlink_loop(root: Path) -> None:
+    (root / "loop").symlink_to(root / "loop")
+    error = error_of('backing = "hdd0"\n' + device_table("hdd0", root / "loop"), root)
+    assert error.key == "devices[0].path"
+
+
+def test_device_path_below_a_file(root: Path) -> None:
+    (root / "file").write_text("x")
+    error = error_of('backing = "hdd0"\n' + device_table("hdd0", root / "file" / "sub"), root)
+    assert error.key == "devices[0].path"
+    assert "not a directory" in str(error)
+
+
 def test_duplicate_device_name(root: Path) -> None:
     text = (
         'backing = "hdd0"\n'
