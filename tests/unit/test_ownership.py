@@ -118,6 +118,31 @@ def test_label_round_trip_leaves_no_temp_file(tmp_path: Path) -> None:
     assert document["format_version"] == 1
 
 
+def test_write_label_is_temp_fsync_rename_fsync_dir(tmp_path: Path, monkeypatch) -> None:
+    from shadowfs import ownership
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(f"fsync {Path(target).name}")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(f"rename {Path(src).name} {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ownership.os, "fsync", fsync)
+    monkeypatch.setattr(ownership.os, "replace", replace)
+    write_label(tmp_path, a_label())
+    assert events == [
+        f"fsync .{LABEL_FILE}.tmp",
+        f"rename .{LABEL_FILE}.tmp {LABEL_FILE}",
+        f"fsync {tmp_path.name}",
+    ]
+
+
 def test_write_label_replaces_the_old_one(tmp_path: Path) -> None:
     write_label(tmp_path, a_label(device_name="a"))
     write_label(tmp_path, a_label(device_name="b"))
@@ -248,6 +273,12 @@ def test_new_filesystem_refuses_a_non_empty_directory(config: Config, root: Path
 def test_new_filesystem_refuses_hidden_files_too(config: Config, root: Path) -> None:
     (root / "ssd0" / ".hidden").write_text("")
     assert "device ssd0" in refused(root, config, None)
+
+
+def test_corrupt_label_on_a_device_names_the_device(root: Path, config: Config) -> None:
+    (root / "ssd0" / LABEL_FILE).write_text("{")
+    message = refused(root, config, None)
+    assert message.startswith(f"device ssd0: label {root / 'ssd0' / LABEL_FILE} is corrupt")
 
 
 def test_data_is_reported_before_mere_clutter(config: Config, root: Path) -> None:
@@ -527,9 +558,3 @@ def test_acquiring_twice_is_a_bug(tmp_path: Path) -> None:
     with StateLock(tmp_path / "state", "mount") as lock:
         with pytest.raises(RuntimeError):
             lock.acquire()
-
-
-def test_corrupt_label_on_a_device_names_the_device(root: Path, config: Config) -> None:
-    (root / "ssd0" / LABEL_FILE).write_text("{")
-    message = refused(root, config, None)
-    assert message.startswith(f"device ssd0: label {root / 'ssd0' / LABEL_FILE} is corrupt")
