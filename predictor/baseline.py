@@ -1,0 +1,85 @@
+"""What a healthy device's p99 latency should be at a given load.
+
+Owns the load model that turns a raw p99 into a residual: log(p99) minus the log p99 the
+device is expected to show at its current IOPS. Latency rises with load on a healthy disk,
+so a busy device is not a sick one. The curve is learned per device class from every
+healthy device of that class (pooled, so a device surging to a load its peers have already
+shown is judged by what they showed), plus a per-device offset (one disk of a class is a
+bit faster than another).
+
+The curve is binned by half-octaves of IOPS. A bin nobody has visited is judged by the
+nearest visited bin: a load never seen on any device of the class can look like a
+slowdown, which is the documented limit of this model.
+
+Learning happens only on samples the caller deems healthy, so a degrading device does not
+teach its own degradation as the new normal.
+"""
+
+from __future__ import annotations
+
+import math
+
+N_BINS = 48
+MIN_BIN_COUNT = 5
+CURVE_MIN_WEIGHT = 0.01  # running mean for the first 100 samples of a bin, then EWMA
+OFFSET_MIN_WEIGHT = 0.002  # slow: a device's own offset should not chase a creep
+
+
+def load_bin(iops: float) -> int:
+    return min(N_BINS - 1, int(2.0 * math.log2(1.0 + max(iops, 0.0))))
+
+
+class ClassCurve:
+    """log p99 (net of device offsets) per load bin, for one class and one direction."""
+
+    __slots__ = ("values", "counts")
+
+    def __init__(self) -> None:
+        self.values = [0.0] * N_BINS
+        self.counts = [0] * N_BINS
+
+    def at(self, bin_index: int) -> float | None:
+        if self.counts[bin_index] >= MIN_BIN_COUNT:
+            return self.values[bin_index]
+        # Nearest visited bin, preferring the higher one on a tie (latency grows with load).
+        for distance in range(1, N_BINS):
+            for candidate in (bin_index + distance, bin_index - distance):
+                if 0 <= candidate < N_BINS and self.counts[candidate] >= MIN_BIN_COUNT:
+                    return self.values[candidate]
+        return None
+
+    def learn(self, bin_index: int, value: float) -> None:
+        self.counts[bin_index] += 1
+        weight = max(1.0 / self.counts[bin_index], CURVE_MIN_WEIGHT)
+        self.values[bin_index] += weight * (value - self.values[bin_index])
+
+
+class DeviceOffset:
+    """How much slower (log) this device is than its class curve."""
+
+    __slots__ = ("value", "count")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.count = 0
+
+    def learn(self, value: float) -> None:
+        self.count += 1
+        self.value += max(1.0 / self.count, OFFSET_MIN_WEIGHT) * (value - self.value)
+
+
+def expected_log_p99(curve: ClassCurve, offset: DeviceOffset, iops: float) -> float | None:
+    if offset.count == 0:
+        return None
+    level = curve.at(load_bin(iops))
+    return None if level is None else level + offset.value
+
+
+def learn(curve: ClassCurve, offset: DeviceOffset, iops: float, log_p99: float) -> None:
+    """Teach one healthy sample to the device offset, then to the class curve."""
+    bin_index = load_bin(iops)
+    level = curve.at(bin_index)
+    if level is None:
+        level = 0.0  # the very first sample of the class: the offset absorbs it
+    offset.learn(log_p99 - level)
+    curve.learn(bin_index, log_p99 - offset.value)
