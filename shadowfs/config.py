@@ -244,6 +244,8 @@ def parse_size(value: object, key: str) -> int:
 
 def format_size(size: int) -> str:
     """`size` in the largest binary unit that divides it exactly, e.g. "1 MiB"."""
+    if size == 0:
+        return "0 bytes"
     for unit, multiplier in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if size % multiplier == 0:
             return f"{size // multiplier} {unit}"

@@ -1,0 +1,5 @@
+import sys
+
+from shadowfs.cli import main
+
+sys.exit(main())

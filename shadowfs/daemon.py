@@ -1,0 +1,321 @@
+"""Assembling a filesystem from its config, serving it on a mountpoint, and closing it cleanly.
+
+``open_filesystem`` does everything that must happen before the mount answers, in order:
+lock the state dir, open the metadata, check device ownership (refusing the wrong directory
+before touching anything), initialise new devices, recover from an unclean shutdown (fsck with
+repair, logged), mark the filesystem in use. ``serve`` mounts it and runs the engines in one
+nursery; ``close`` makes everything durable and marks the shutdown clean. Each resource is
+registered on an exit stack right after it is created, so any failure unwinds in reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from shadowfs import fsck
+from shadowfs.config import Config
+from shadowfs.control import ControlServer, MountRecord, Route
+from shadowfs.datapath import DataPath
+from shadowfs.extent_map import ExtentMap
+from shadowfs.flusher import Flusher
+from shadowfs.metadata import FORMAT_VERSION, MetadataStore
+from shadowfs.namespace import Namespace
+from shadowfs.operations import ShadowOperations, Timeouts
+from shadowfs.ownership import FsIdentity, StateLock, claim_devices
+from tiers.local_device import IOPolicy, LocalDevice
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "daemon.log"
+PID_NAME = "daemon.pid"
+
+
+@dataclass
+class Filesystem:
+    config: Config
+    store: MetadataStore
+    namespace: Namespace
+    extents: ExtentMap
+    devices: dict[str, LocalDevice]
+    data: DataPath
+    ops: ShadowOperations
+    fs_uuid: str
+    last_shutdown_clean: bool
+    recovery: fsck.FsckReport | None
+    initialised_devices: tuple[str, ...]
+    warnings: tuple[str, ...]
+    stack: contextlib.ExitStack = field(repr=False)
+    started: float = field(default_factory=time.time)
+
+    async def close(self) -> None:
+        """Durable flush, clean mark, checkpoint; then release everything."""
+        try:
+            await self.data.sync(None, durable=True)
+            self.store.set_info("clean", "1")
+            self.store.checkpoint_truncate()
+            self.store.sync_files()
+            log.info("filesystem %s closed cleanly", self.fs_uuid)
+        finally:
+            self.stack.close()
+
+
+def open_filesystem(config: Config, purpose: str = "mount") -> Filesystem:
+    stack = contextlib.ExitStack()
+    try:
+        return _open(config, purpose, stack)
+    except BaseException:
+        stack.close()
+        raise
+
+
+def _open(config: Config, purpose: str, stack: contextlib.ExitStack) -> Filesystem:
+    lock = StateLock(config.state_dir, purpose)
+    lock.acquire()
+    stack.callback(lock.release)
+    store = MetadataStore(config.state_dir)
+    stack.callback(store.close)
+
+    stored = _stored_identity(store)
+    known = frozenset(r[0] for r in store.db.execute("SELECT name FROM devices"))
+    claim = claim_devices(config, stored, known)
+    for warning in claim.warnings:
+        log.warning("%s", warning)
+    if stored is None:
+        log.info("new filesystem %s (extent size %d)", claim.identity.fs_uuid, config.extent_size)
+        with store.transaction():
+            store.set_info("fs_uuid", claim.identity.fs_uuid)
+            store.set_info("extent_size", str(config.extent_size))
+            store.set_info("format_version", str(FORMAT_VERSION))
+            store.set_info("created_ns", str(time.time_ns()))
+            store.set_info("clean", "1")
+        Namespace(store).create_root(os.getuid(), os.getgid())
+    for name in claim.initialised:
+        log.info("device %s initialised at %s", name, config.device(name).path)
+
+    policy = IOPolicy(
+        deadline_s=config.io.deadline_s,
+        threads=config.io.threads_per_device,
+        slow_threshold_s=config.io.slow_threshold_ms / 1000.0,
+        clean_period_s=config.io.clean_period_s,
+    )
+    devices: dict[str, LocalDevice] = {}
+    for dev in config.devices:
+        device = LocalDevice(dev.name, dev.path, dev.capacity, policy)
+        device.initialise()
+        stack.callback(device.close)
+        devices[dev.name] = device
+        store.db.execute(
+            "INSERT OR IGNORE INTO devices (name, class, path, first_seen_ns) VALUES (?, ?, ?, ?)",
+            (dev.name, dev.device_class.value, str(dev.path), time.time_ns()),
+        )
+
+    clean = store.info("clean") == "1"
+    recovery = None
+    if not clean:
+        log.warning("last shutdown was not clean: recovering before the mount answers")
+        recovery = fsck.check(store, devices, repair=True)
+        for finding in recovery.findings:
+            log.warning("recovery: %s", finding)
+        log.warning(
+            "recovery done: %d findings, %d repaired", len(recovery.findings), recovery.repaired
+        )
+    store.set_info("clean", "0")
+    store.sync_files()
+
+    namespace = Namespace(store)
+    extents = ExtentMap(store)
+    data = DataPath(store, namespace, extents, devices, config.backing, config.extent_size)
+    ops = ShadowOperations(
+        namespace,
+        data,
+        Timeouts(attr=config.cache.attr_timeout_s, entry=config.cache.entry_timeout_s),
+    )
+    ops.enable_writeback_cache = config.cache.writeback_cache
+    assert stored is not None or claim.identity is not None
+    return Filesystem(
+        config=config,
+        store=store,
+        namespace=namespace,
+        extents=extents,
+        devices=devices,
+        data=data,
+        ops=ops,
+        fs_uuid=claim.identity.fs_uuid,
+        last_shutdown_clean=clean,
+        recovery=recovery,
+        initialised_devices=claim.initialised,
+        warnings=claim.warnings,
+        stack=stack,
+    )
+
+
+def _stored_identity(store: MetadataStore) -> FsIdentity | None:
+    fs_uuid = store.info("fs_uuid")
+    if fs_uuid is None:
+        return None
+    return FsIdentity(fs_uuid=fs_uuid, extent_size=int(store.info("extent_size") or 0))
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
+    devices = []
+    for name, device in fs.devices.items():
+        cfg = fs.config.device(name)
+        usage = fs.data.usage[name]
+        cap = device.capacity(usage.bytes)
+        devices.append(
+            {
+                "name": name,
+                "class": cfg.device_class.value,
+                "path": str(cfg.path),
+                "backing": name == fs.config.backing,
+                "budget": cap.budget,
+                "used": cap.used,
+                "available": cap.available,
+                "fs_free": cap.fs_free,
+                "extents": usage.copies,
+                "io_mode": device.mode.value,
+                "counters": device.counters.__dict__,
+            }
+        )
+    return {
+        "fs_uuid": fs.fs_uuid,
+        "mountpoint": mountpoint,
+        "pid": os.getpid(),
+        "state_dir": str(fs.config.state_dir),
+        "extent_size": fs.config.extent_size,
+        "last_shutdown_clean": fs.last_shutdown_clean,
+        "recovery": None if fs.recovery is None else fs.recovery.as_dict(),
+        "uptime_s": round(time.time() - fs.started, 1),
+        "inodes": fs.namespace.count_inodes(),
+        "devices": devices,
+        "warnings": list(fs.warnings),
+    }
+
+
+# ---------------------------------------------------------------- serving
+
+
+def mount_options(extra: list[str]) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=shadowfs", "subtype=shadowfs", "default_permissions"}
+    options |= set(extra)
+    return options
+
+
+def _bdi_of(mountpoint: Path) -> str | None:
+    """major:minor of the FUSE connection at ``mountpoint``, from mountinfo (a stat of the
+    mountpoint would ask this very daemon, which is not serving yet)."""
+    target = os.path.abspath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target and " - fuse" in line:
+                return fields[2]
+    return None
+
+
+def raise_readahead(mountpoint: Path, kib: int) -> int | None:
+    bdi = _bdi_of(mountpoint)
+    if bdi is None:
+        return None
+    path = Path(f"/sys/class/bdi/{bdi}/read_ahead_kb")
+    try:
+        path.write_text(str(kib))
+        return int(path.read_text())
+    except OSError as exc:
+        log.warning("could not raise the FUSE readahead to %d KiB: %s", kib, exc)
+        return None
+
+
+async def serve(
+    fs: Filesystem,
+    mountpoint: Path,
+    extra_options: list[str],
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Mount, serve until unmounted or signalled, then close the filesystem."""
+    config = fs.config
+    flusher = Flusher(
+        fs.data, fs.store, config.metadata.flush_interval_s, config.metadata.checkpoint_interval_s
+    )
+    socket_path = config.state_dir / "control.sock"
+    record = MountRecord(
+        mountpoint=os.path.abspath(mountpoint),
+        socket=str(socket_path),
+        pid=os.getpid(),
+        state_dir=str(config.state_dir),
+        log=str(config.state_dir / LOG_NAME),
+    )
+    routes = _routes(fs, record.mountpoint, flusher)
+    pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ControlServer(socket_path, routes).serve)
+            nursery.start_soon(flusher.run)
+            nursery.start_soon(_on_signals, mountpoint)
+            ra = raise_readahead(mountpoint, config.cache.readahead_kib)
+            log.info("mounted %s on %s (readahead %s KiB)", fs.fs_uuid, mountpoint, ra)
+            record.write()
+            (config.state_dir / PID_NAME).write_text(str(os.getpid()))
+            if on_ready is not None:
+                on_ready()
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+    finally:
+        record.remove()
+        with contextlib.suppress(FileNotFoundError):
+            (config.state_dir / PID_NAME).unlink()
+        pyfuse3.close(unmount=True)
+        await fs.close()
+
+
+async def request_unmount(mountpoint: Path) -> None:
+    """Unmount from outside the FUSE loop, so the kernel can still send us the dirty pages it
+    writes back during umount; pyfuse3.main returns once the kernel lets go."""
+    result = await trio.run_process(
+        ["fusermount3", "-u", str(mountpoint)], check=False, capture_stderr=True
+    )
+    if result.returncode != 0:
+        log.warning("unmount refused (%s): detaching lazily", result.stderr.decode().strip())
+        await trio.run_process(["fusermount3", "-uz", str(mountpoint)], check=False)
+
+
+async def _on_signals(mountpoint: Path) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting %s", signum, mountpoint)
+            await request_unmount(mountpoint)
+
+
+def _routes(fs: Filesystem, mountpoint: str, flusher: Flusher) -> dict[tuple[str, str], Route]:
+    async def get_status(_: dict[str, Any]) -> dict[str, Any]:
+        return status(fs, mountpoint)
+
+    async def post_sync(_: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        await fs.data.sync(None, durable=True)
+        return {"synced": True, "seconds": round(time.perf_counter() - started, 4)}
+
+    async def post_unmount(_: dict[str, Any]) -> dict[str, Any]:
+        trio.lowlevel.spawn_system_task(request_unmount, Path(mountpoint))
+        return {"unmounting": True}
+
+    return {
+        ("GET", "/status"): get_status,
+        ("POST", "/sync"): post_sync,
+        ("POST", "/unmount"): post_unmount,
+    }

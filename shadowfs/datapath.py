@@ -1,0 +1,297 @@
+"""The data path: read, write, truncate and sync of file data through the extent map.
+
+A handler in the FUSE class looks up its inode and calls one method here. Everything here runs
+on the trio thread; device I/O is awaited and may run inline or in the device's threads
+(tiers.local_device decides).
+
+Durability, in the order the design fixes (ARCHITECTURE.md, invariant 1) — ``sync``:
+1. fsync every copy written since its last sync (per device, in that device's threads);
+2. fsync the directories that gained or lost copy files;
+3. write the metadata rows that describe them (one transaction);
+4. for an acknowledged sync (fsync, fdatasync, O_SYNC/O_DSYNC writes, fsyncdir), fsync the
+   metadata database.
+The periodic flush runs 1-3 (data first, so a row never describes bytes that a power loss could
+take), and a crash between steps leaves rows that describe older, durable state.
+
+Locks: ``inode.lock`` orders writes and truncates of one file (with the writeback cache the
+kernel may send writes to one file concurrently; a truncate must not interleave with them).
+``_sync_lock`` serialises syncs, so that an fsync never returns while another sync still holds
+half of that file's pending work.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from shadowfs.errors import FsError
+from shadowfs.extent_map import Extent, ExtentMap
+from shadowfs.metadata import MetadataStore
+from shadowfs.namespace import Inode, Namespace, now_ns
+from tiers.device import DeviceError, ExtentKey, single_error
+from tiers.local_device import LocalDevice
+
+MAX_FILE_SIZE = 1 << 44  # 16 TiB logical
+
+
+@dataclass
+class DeviceUsage:
+    copies: int = 0
+    bytes: int = 0
+
+
+class DataPath:
+    def __init__(
+        self,
+        store: MetadataStore,
+        namespace: Namespace,
+        extents: ExtentMap,
+        devices: Mapping[str, LocalDevice],
+        backing: str,
+        extent_size: int,
+    ) -> None:
+        self.store = store
+        self.ns = namespace
+        self.extents = extents
+        self.devices = dict(devices)
+        self.backing = backing
+        self.extent_size = extent_size
+        self.usage = {name: DeviceUsage() for name in self.devices}
+        for name, (n, b) in extents.usage_by_device().items():
+            if name in self.usage:
+                self.usage[name] = DeviceUsage(n, b)
+        self._sync_lock = trio.Lock()
+        self.durability_log: list[tuple[str, str]] | None = None
+
+    def _pieces(self, offset: int, length: int) -> Iterable[tuple[int, int, int, int]]:
+        """(extent index, offset inside the extent, length, offset inside the buffer)."""
+        es = self.extent_size
+        pos = 0
+        while pos < length:
+            idx, inner = divmod(offset + pos, es)
+            n = min(es - inner, length - pos)
+            yield idx, inner, n, pos
+            pos += n
+
+    # ------------------------------------------------------------ read
+
+    async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
+        if offset >= inode.size or size <= 0:
+            return b""
+        size = min(size, inode.size - offset)
+        extents = self.extents.of(inode.ino)
+        parts: list[bytes | bytearray] = []
+        for idx, inner, n, _ in self._pieces(offset, size):
+            extent = extents.get(idx)
+            if extent is None:
+                parts.append(bytes(n))
+                continue
+            parts.append(await self._read_extent(inode.ino, extent, inner, n))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> bytes | bytearray:
+        copy = extent.primary()
+        avail = max(0, min(n, copy.length - inner))
+        data: bytes | bytearray = b""
+        if avail:
+            try:
+                data = await self.devices[copy.device].read(
+                    ExtentKey(ino, extent.index), inner, avail
+                )
+            except DeviceError as exc:
+                raise FsError(errno.EIO, str(exc)) from exc
+        if len(data) < n:  # a hole inside the copy, or past its high-water mark
+            data = bytes(data) + bytes(n - len(data))
+        return data
+
+    # ------------------------------------------------------------ write
+
+    async def write(self, inode: Inode, offset: int, data: bytes) -> int:
+        if not data:
+            return 0
+        end = offset + len(data)
+        if offset < 0 or end > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"write ending at {end} beyond {MAX_FILE_SIZE}")
+        view = memoryview(data)
+        async with inode.lock:
+            self._reserve(inode.ino, offset, len(data))
+            extents = self.extents.of(inode.ino)
+            for idx, inner, n, pos in self._pieces(offset, len(data)):
+                extent = extents.get(idx)
+                if extent is None:
+                    extent = self.extents.add(inode.ino, idx, self.backing)
+                copy = extent.primary()
+                device = self.devices[copy.device]
+                try:
+                    await device.write(ExtentKey(inode.ino, idx), inner, view[pos : pos + n])
+                except DeviceError as exc:
+                    raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+                extent.generation += 1
+                copy.generation = extent.generation
+                if inner + n > copy.length:
+                    grown = inner + n - copy.length
+                    copy.length = inner + n
+                    inode.allocated += grown
+                    usage = self.usage[copy.device]
+                    usage.bytes += grown
+                    if copy.length == grown:
+                        usage.copies += 1
+                self.extents.mark_written(inode.ino, idx, copy.device)
+            if end > inode.size:
+                inode.size = end
+            inode.mtime_ns = inode.ctime_ns = now_ns()
+            if inode.mode & (stat.S_ISUID | stat.S_ISGID):
+                self._kill_suid(inode)
+            self.ns.mark_dirty(inode)
+        return len(data)
+
+    def _kill_suid(self, inode: Inode) -> None:
+        # POSIX: a write by anyone clears set-user-ID, and set-group-ID when group-executable.
+        mode = inode.mode & ~stat.S_ISUID
+        if mode & stat.S_IXGRP:
+            mode &= ~stat.S_ISGID
+        if mode != inode.mode:
+            inode.mode = mode
+            self.ns.save_attrs(inode)
+
+    def _reserve(self, ino: int, offset: int, length: int) -> None:
+        """ENOSPC before any byte is written when the growth would not fit the backing budget
+        or the free space under it (so a failed write leaves the file unchanged)."""
+        extents = self.extents.of(ino)
+        growth = 0
+        for idx, inner, n, _ in self._pieces(offset, length):
+            extent = extents.get(idx)
+            have = extent.primary().length if extent is not None else 0
+            growth += max(0, inner + n - have)
+        if growth == 0:
+            return
+        device = self.devices[self.backing]
+        cap = device.capacity(self.usage[self.backing].bytes)
+        if growth > cap.available:
+            raise FsError(
+                errno.ENOSPC,
+                f"device {self.backing}: {growth} bytes needed, {cap.available} available",
+            )
+
+    # ------------------------------------------------------------ truncate
+
+    async def truncate(self, inode: Inode, size: int) -> None:
+        if size < 0 or size > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
+        async with inode.lock:
+            if size < inode.size:
+                await self._cut(inode, size)
+            inode.size = size
+            inode.mtime_ns = inode.ctime_ns = now_ns()
+            self.ns.mark_dirty(inode)
+
+    async def _cut(self, inode: Inode, size: int) -> None:
+        """Drop copies wholly past ``size`` and shorten the one that straddles it, so that
+        a later extension reads zeros there."""
+        es = self.extent_size
+        extents = self.extents.of(inode.ino)
+        first_gone = -(-size // es)
+        for idx in sorted(i for i in extents if i >= first_gone):
+            extent = self.extents.remove(inode.ino, idx)
+            assert extent is not None
+            await self._drop_copies(inode, extent)
+        tail = size % es
+        extent = extents.get(size // es) if tail else None
+        if extent is not None:
+            for copy in extent.copies.values():
+                if copy.length > tail:
+                    try:
+                        await self.devices[copy.device].truncate(
+                            ExtentKey(inode.ino, extent.index), tail
+                        )
+                    except DeviceError as exc:
+                        raise FsError(errno.EIO, str(exc)) from exc
+                    shrink = copy.length - tail
+                    copy.length = tail
+                    inode.allocated -= shrink
+                    self.usage[copy.device].bytes -= shrink
+            extent.generation += 1
+            for copy in extent.copies.values():
+                copy.generation = extent.generation
+                self.extents.mark_written(inode.ino, extent.index, copy.device)
+
+    async def _drop_copies(self, inode: Inode, extent: Extent) -> None:
+        for copy in extent.copies.values():
+            try:
+                await self.devices[copy.device].delete(ExtentKey(inode.ino, extent.index))
+            except DeviceError as exc:
+                raise FsError(errno.EIO, str(exc)) from exc
+            inode.allocated -= copy.length
+            usage = self.usage[copy.device]
+            usage.bytes -= copy.length
+            usage.copies -= 1
+
+    async def free(self, inode: Inode) -> None:
+        """Release every copy of an inode that has no name and no user left."""
+        async with inode.lock:
+            for idx in sorted(self.extents.of(inode.ino)):
+                extent = self.extents.remove(inode.ino, idx)
+                assert extent is not None
+                await self._drop_copies(inode, extent)
+        self.extents.drop_inode(inode.ino)
+        with self.store.transaction():
+            self.extents.delete_inode_rows(inode.ino)
+        self.ns.free(inode)
+
+    # ------------------------------------------------------------ durability
+
+    async def sync(self, inos: Iterable[int] | None, durable: bool) -> None:
+        """Ordered flush of the given inodes' pending work (all when None); see module doc."""
+        async with self._sync_lock:
+            inos = None if inos is None else list(inos)
+            batch = self.extents.take_batch(inos)
+            rows = self.ns.take_dirty_rows() if inos is None else self._take_rows(inos)
+            try:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for name, keys in batch.unsynced.items():
+                            nursery.start_soon(self.devices[name].sync, keys)
+                except BaseExceptionGroup as group:
+                    raise single_error(group) from None
+                for device in self.devices.values():
+                    if device.has_unsynced_namespace:
+                        await device.sync_namespace()
+            except BaseException as exc:
+                self.extents.give_back(batch)
+                for row in rows:
+                    self.ns.dirty.add(row[-1])
+                if isinstance(exc, DeviceError):
+                    raise FsError(errno.EIO, str(exc)) from exc
+                raise
+            if batch or rows:
+                with self.store.transaction():
+                    self.extents.write_batch(batch)
+                    self.ns.write_dirty_rows(rows)
+                self._log("metadata", "commit")
+            if durable:
+                await self.store.make_durable()
+                self._log("metadata", "durable")
+
+    def _take_rows(self, inos: list[int]) -> list[tuple[int, int, int, int, int]]:
+        rows = []
+        for ino in inos:
+            if ino in self.ns.dirty:
+                self.ns.dirty.discard(ino)
+                inode = self.ns.inodes.get(ino)
+                if inode is not None:
+                    rows.append((inode.size, inode.allocated, inode.mtime_ns, inode.ctime_ns, ino))
+        return rows
+
+    def _log(self, kind: str, what: str) -> None:
+        if self.durability_log is not None:
+            self.durability_log.append((kind, what))
+
+    def attach_durability_log(self, log: list[tuple[str, str]]) -> None:
+        """Test hook: every device and this path append their durability steps to ``log``."""
+        self.durability_log = log
+        for device in self.devices.values():
+            device.durability_log = log

@@ -1,0 +1,203 @@
+"""The extent map: for every file, its extents, their generations and their copies.
+
+In memory it is the truth for the trio thread; the ``extents`` and ``copies`` tables lag it
+until the next ordered flush. Per inode the map is loaded on first use.
+
+Three sets of work hang off it, all keyed by inode so that an fsync of one file touches only
+that file's share:
+- ``_dirty``: extents whose rows must be (re)written at the next flush;
+- ``_removed``: extents whose rows must be deleted at the next flush;
+- ``_unsynced``: copies written since their data was last fsynced, per device.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shadowfs.metadata import MetadataStore
+from tiers.device import ExtentKey
+
+
+class CopyRole(enum.IntEnum):
+    PRIMARY = 0
+    SHADOW = 1
+
+
+@dataclass(slots=True)
+class Copy:
+    device: str
+    generation: int
+    length: int
+    role: CopyRole
+    checksums: bytes | None = None
+
+
+@dataclass(slots=True)
+class Extent:
+    index: int
+    generation: int
+    copies: dict[str, Copy] = field(default_factory=dict)
+
+    def primary(self) -> Copy:
+        for copy in self.copies.values():
+            if copy.role is CopyRole.PRIMARY:
+                return copy
+        raise LookupError(f"extent {self.index} has no primary copy")
+
+    def current_copies(self) -> list[Copy]:
+        return [c for c in self.copies.values() if c.generation == self.generation]
+
+
+@dataclass
+class FlushBatch:
+    """A snapshot of map rows to write, taken before the data they describe is synced."""
+
+    deleted: list[tuple[int, int]] = field(default_factory=list)
+    extent_rows: list[tuple[int, int, int]] = field(default_factory=list)
+    copy_rows: list[tuple[int, int, str, int, int, int, bytes | None]] = field(default_factory=list)
+    unsynced: dict[str, set[ExtentKey]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.deleted or self.extent_rows or self.copy_rows or self.unsynced)
+
+
+class ExtentMap:
+    def __init__(self, store: MetadataStore) -> None:
+        self.db = store.db
+        self._files: dict[int, dict[int, Extent]] = {}
+        self._dirty: dict[int, set[int]] = {}
+        self._removed: dict[int, set[int]] = {}
+        self._unsynced: dict[int, dict[str, set[int]]] = {}
+
+    # ------------------------------------------------------------ lookups
+
+    def of(self, ino: int) -> dict[int, Extent]:
+        extents = self._files.get(ino)
+        if extents is None:
+            extents = self._load(ino)
+            self._files[ino] = extents
+        return extents
+
+    def _load(self, ino: int) -> dict[int, Extent]:
+        extents = {
+            idx: Extent(idx, gen)
+            for idx, gen in self.db.execute(
+                "SELECT idx, generation FROM extents WHERE ino=?", (ino,)
+            )
+        }
+        for idx, device, gen, length, role, checksums in self.db.execute(
+            "SELECT idx, device, generation, length, role, checksums FROM copies WHERE ino=?",
+            (ino,),
+        ):
+            extent = extents.get(idx)
+            if extent is not None:  # fsck removes copies without an extent
+                extent.copies[device] = Copy(device, gen, length, CopyRole(role), checksums)
+        return extents
+
+    def get(self, ino: int, index: int) -> Extent | None:
+        return self.of(ino).get(index)
+
+    # ------------------------------------------------------------ changes
+
+    def add(self, ino: int, index: int, device: str) -> Extent:
+        extent = Extent(index, 0, {device: Copy(device, 0, 0, CopyRole.PRIMARY)})
+        self.of(ino)[index] = extent
+        self.mark_dirty(ino, index)
+        return extent
+
+    def mark_dirty(self, ino: int, index: int) -> None:
+        self._dirty.setdefault(ino, set()).add(index)
+
+    def mark_written(self, ino: int, index: int, device: str) -> None:
+        self._dirty.setdefault(ino, set()).add(index)
+        self._unsynced.setdefault(ino, {}).setdefault(device, set()).add(index)
+
+    def remove(self, ino: int, index: int) -> Extent | None:
+        extent = self.of(ino).pop(index, None)
+        if extent is not None:
+            self._removed.setdefault(ino, set()).add(index)
+            dirty = self._dirty.get(ino)
+            if dirty:
+                dirty.discard(index)
+        return extent
+
+    def drop_inode(self, ino: int) -> None:
+        """Forget a freed inode; its rows are deleted by ``delete_inode_rows``."""
+        self._files.pop(ino, None)
+        self._dirty.pop(ino, None)
+        self._removed.pop(ino, None)
+        self._unsynced.pop(ino, None)
+
+    def delete_inode_rows(self, ino: int) -> None:
+        self.db.execute("DELETE FROM extents WHERE ino=?", (ino,))
+        self.db.execute("DELETE FROM copies WHERE ino=?", (ino,))
+
+    def loaded_inodes(self) -> Iterable[int]:
+        return self._files.keys()
+
+    # ------------------------------------------------------------ flushing
+
+    def has_pending(self, ino: int | None = None) -> bool:
+        if ino is None:
+            return bool(self._dirty or self._removed or self._unsynced)
+        return ino in self._dirty or ino in self._removed or ino in self._unsynced
+
+    def take_batch(self, inos: Iterable[int] | None = None) -> FlushBatch:
+        """Snapshot and clear the pending work of the given inodes (all when None)."""
+        batch = FlushBatch()
+        if inos is None:
+            inos = set(self._dirty) | set(self._removed) | set(self._unsynced)
+        for ino in inos:
+            for idx in self._removed.pop(ino, ()):
+                batch.deleted.append((ino, idx))
+            extents = self._files.get(ino, {})
+            for idx in self._dirty.pop(ino, ()):
+                extent = extents.get(idx)
+                if extent is None:
+                    continue
+                batch.extent_rows.append((ino, idx, extent.generation))
+                for c in extent.copies.values():
+                    batch.copy_rows.append(
+                        (ino, idx, c.device, c.generation, c.length, int(c.role), c.checksums)
+                    )
+            for device, indexes in self._unsynced.pop(ino, {}).items():
+                keys = batch.unsynced.setdefault(device, set())
+                keys.update(ExtentKey(ino, idx) for idx in indexes)
+        return batch
+
+    def give_back(self, batch: FlushBatch) -> None:
+        """A flush failed before its rows were written: keep the work for the next attempt."""
+        for ino, idx in batch.deleted:
+            self._removed.setdefault(ino, set()).add(idx)
+        for ino, idx, _ in batch.extent_rows:
+            self._dirty.setdefault(ino, set()).add(idx)
+        for device, keys in batch.unsynced.items():
+            for key in keys:
+                self._unsynced.setdefault(key.ino, {}).setdefault(device, set()).add(key.index)
+
+    def write_batch(self, batch: FlushBatch) -> None:
+        """Inside an open transaction."""
+        self.db.executemany("DELETE FROM extents WHERE ino=? AND idx=?", batch.deleted)
+        self.db.executemany("DELETE FROM copies WHERE ino=? AND idx=?", batch.deleted)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO extents (ino, idx, generation) VALUES (?, ?, ?)",
+            batch.extent_rows,
+        )
+        self.db.executemany(
+            "INSERT OR REPLACE INTO copies (ino, idx, device, generation, length, role,"
+            " checksums) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            batch.copy_rows,
+        )
+
+    # ------------------------------------------------------------ usage
+
+    def usage_by_device(self) -> dict[str, tuple[int, int]]:
+        """(copies, bytes) per device as the database holds it (used at mount)."""
+        return {
+            str(dev): (int(n), int(b or 0))
+            for dev, n, b in self.db.execute(
+                "SELECT device, COUNT(*), SUM(length) FROM copies GROUP BY device"
+            )
+        }

@@ -1,0 +1,113 @@
+"""The device interface: what the daemon may ask of one device, and the records it trades in.
+
+The interface is deliberately narrow and extent-shaped (read a range of an extent copy, write it,
+make it durable, delete it, list what is held, report capacity) so that a remote class (an S3
+object store holding cold shadows) can slot in beside local directories without touching the
+FUSE layer or the engines.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class IOMode(enum.Enum):
+    """How a device's I/O is issued, chosen by measurement, never by declared class.
+
+    INLINE: reads try the page cache on the event loop (RWF_NOWAIT) and writes go straight to
+    the page cache; only what would block is handed to a worker thread.
+    THREADED: every I/O runs in the device's worker threads under a limiter and a deadline,
+    because the device has recently been slow or erring.
+    """
+
+    INLINE = "inline"
+    THREADED = "threaded"
+
+
+@dataclass(frozen=True, order=True)
+class ExtentKey:
+    """Names one extent of one file: the inode number and the extent's index in the file."""
+
+    ino: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A device's budget and what shadowfs uses of it, capped by the real free space under it."""
+
+    budget: int
+    used: int
+    fs_free: int
+
+    @property
+    def available(self) -> int:
+        return max(0, min(self.budget - self.used, self.fs_free))
+
+
+class DeviceError(OSError):
+    """A device failed an I/O; errno tells how. The data path tries another copy if it has one."""
+
+
+class DeviceTimeout(DeviceError):
+    """A device did not answer within its deadline. The thread may still be stuck in the kernel."""
+
+
+class Device(Protocol):
+    """One place that holds extent copies."""
+
+    name: str
+
+    @property
+    def mode(self) -> IOMode: ...
+
+    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes:
+        """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""
+        ...
+
+    async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
+        """Write into the copy, creating it if needed. True when a new copy was created."""
+        ...
+
+    async def truncate(self, key: ExtentKey, length: int) -> None: ...
+
+    async def delete(self, key: ExtentKey) -> None: ...
+
+    async def sync(self, keys: Iterable[ExtentKey]) -> None:
+        """Make the named copies' data durable."""
+        ...
+
+    async def sync_namespace(self) -> None:
+        """Make the directory entries of copies created since the last call durable."""
+        ...
+
+    def copy_length(self, key: ExtentKey) -> int:
+        """The stored length of a copy (0 if absent). May block briefly: for fsck and recovery."""
+        ...
+
+    def list_copies(self) -> Iterator[ExtentKey]: ...
+
+    def capacity(self, used: int) -> Capacity: ...
+
+
+def single_error(group: BaseExceptionGroup) -> BaseException:
+    """The one exception to report from a nursery of device I/O.
+
+    Concurrent syncs fail together when a device dies; callers want a DeviceError they can
+    translate to EIO, not a group. Anything that is not an OSError (a bug, a cancellation)
+    keeps the whole group so that nothing is hidden.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(e, OSError) for e in leaves):
+        return leaves[0]
+    return group

@@ -1,0 +1,487 @@
+"""A device that is a directory on a local filesystem: the extent-copy files and their I/O.
+
+Layout under the device root::
+
+    shadowfs.label            the filesystem's identity (shadowfs.ownership writes it)
+    extents/XX/INO.IDX        one file per extent copy; XX = low byte of the inode number in
+                              hex, INO and IDX in hex. Holes inside a copy stay sparse.
+
+The 256 fan-out directories are created when the device is initialised, so writing a new copy
+adds an entry to an existing directory: durability then needs the copy's fsync and one fsync
+of its fan-out directory (tracked in ``_dirty_dirs``).
+
+I/O mode follows measurement (ARCHITECTURE.md): a pread that the page cache can answer runs on
+the event loop (preadv with RWF_NOWAIT says whether it would block); anything that may block
+runs in this device's worker threads under a CapacityLimiter with a deadline. A device whose
+I/O is slow or failing goes THREADED at once and returns to INLINE only after a clean period.
+Buffered RWF_NOWAIT writes are not supported by ext4 on this kernel (EOPNOTSUPP, measured), so
+inline writes are plain pwrite calls into the page cache while the device measures fast; dirty
+page throttling can still block them briefly, which is the exposure docs/architecture.md
+states.
+
+Threads never touch shared Python state: they get an fd and arguments and return bytes or a
+count. The fd cache pins an fd while a thread uses it so that eviction cannot close it (and
+let the number be reused) under the thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from tiers.device import Capacity, DeviceError, DeviceTimeout, ExtentKey, IOMode, single_error
+
+EXTENTS_DIR = "extents"
+FANOUT = 256
+_T = TypeVar("_T")
+
+
+def copy_relpath(key: ExtentKey) -> str:
+    return f"{EXTENTS_DIR}/{key.ino & (FANOUT - 1):02x}/{key.ino:x}.{key.index:x}"
+
+
+def parse_copy_name(fanout: str, name: str) -> ExtentKey | None:
+    """The key a copy file's name encodes, or None for anything that is not a copy file."""
+    ino_s, dot, idx_s = name.partition(".")
+    if not dot:
+        return None
+    try:
+        key = ExtentKey(int(ino_s, 16), int(idx_s, 16))
+    except ValueError:
+        return None
+    if f"{key.ino & (FANOUT - 1):02x}" != fanout or copy_relpath(key).rsplit("/", 1)[1] != name:
+        return None
+    return key
+
+
+@dataclass(frozen=True)
+class IOPolicy:
+    """How a device's I/O is bounded; see shadowfs.config.IOConfig for the operator's knobs."""
+
+    deadline_s: float = 30.0
+    threads: int = 8
+    slow_threshold_s: float = 0.050
+    clean_period_s: float = 60.0
+    max_open_files: int = 512
+
+
+@dataclass
+class DeviceCounters:
+    """Cumulative counts for status and metrics. Plain ints: updated on the trio thread only."""
+
+    reads: int = 0
+    writes: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    cache_hits: int = 0
+    threaded_ops: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    syncs: int = 0
+    mode_changes: int = 0
+
+
+IORecorder = Callable[[str, float, int, bool], None]
+"""Called as (op, latency_s, nbytes, reached_device) after each I/O, on the trio thread."""
+
+
+@dataclass
+class _Probe:
+    """Test hook: records the order of durability steps (fsync of files, of directories)."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+class LocalDevice:
+    """Extent copies stored as files under one directory."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        budget: int,
+        policy: IOPolicy | None = None,
+        recorder: IORecorder | None = None,
+    ) -> None:
+        self.name = name
+        self.root = Path(root)
+        self.budget = budget
+        self.policy = policy or IOPolicy()
+        self.recorder = recorder
+        self.counters = DeviceCounters()
+        self.durability_log: list[tuple[str, str]] | None = None
+        self._limiter = trio.CapacityLimiter(self.policy.threads)
+        self._mode = IOMode.INLINE
+        self._threaded_until = 0.0
+        self._nowait_reads = True
+        self._fds: OrderedDict[ExtentKey, int] = OrderedDict()
+        self._pins: dict[int, int] = {}
+        self._closing: set[int] = set()
+        self._dirty_dirs: set[str] = set()
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def initialise(self) -> None:
+        """Create the fan-out directories (idempotent). Called before the mount answers."""
+        base = self.root / EXTENTS_DIR
+        base.mkdir(exist_ok=True)
+        for i in range(FANOUT):
+            (base / f"{i:02x}").mkdir(exist_ok=True)
+        _fsync_dir(base)
+        _fsync_dir(self.root)
+
+    def close(self) -> None:
+        self._closed = True
+        for fd in self._fds.values():
+            if fd not in self._pins:
+                os.close(fd)
+        self._fds.clear()
+
+    # ----------------------------------------------------------------- mode
+
+    @property
+    def mode(self) -> IOMode:
+        if self._mode is IOMode.THREADED and time.monotonic() >= self._threaded_until:
+            self._set_mode(IOMode.INLINE)
+        return self._mode
+
+    def force_threaded(self, reason: str) -> None:
+        """Send every I/O to threads for at least one clean period from now."""
+        self._threaded_until = time.monotonic() + self.policy.clean_period_s
+        if self._mode is not IOMode.THREADED:
+            self._set_mode(IOMode.THREADED)
+        self.last_mode_reason = reason
+
+    def _set_mode(self, mode: IOMode) -> None:
+        self._mode = mode
+        self.counters.mode_changes += 1
+
+    def _account(self, op: str, started: float, nbytes: int, reached_device: bool) -> None:
+        latency = time.perf_counter() - started
+        # fsync time grows with the dirty data it writes back, so it says little about the
+        # device's health on its own; it always runs threaded anyway.
+        if reached_device and latency > self.policy.slow_threshold_s and op != "fsync":
+            self.force_threaded(f"{op} took {latency * 1000:.1f} ms")
+        if self.recorder is not None:
+            self.recorder(op, latency, nbytes, reached_device)
+
+    def _failed(self, op: str, exc: BaseException) -> DeviceError:
+        self.counters.errors += 1
+        self.force_threaded(f"{op} failed: {exc}")
+        if self.recorder is not None:
+            self.recorder(op + "_error", 0.0, 0, True)
+        if isinstance(exc, DeviceError):
+            return exc
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
+        return DeviceError(code, f"device {self.name}: {op} failed: {exc}")
+
+    # ----------------------------------------------------------------- threads
+
+    async def _in_thread(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking call in this device's threads, bounded by the deadline.
+
+        On timeout the thread is abandoned (it may stay stuck in the kernel and keep its
+        limiter token, which is what bounds a hung device to its own threads).
+        """
+        self.counters.threaded_ops += 1
+        with trio.move_on_after(self.policy.deadline_s) as scope:
+            return await trio.to_thread.run_sync(
+                fn, *args, limiter=self._limiter, abandon_on_cancel=True
+            )
+        assert scope.cancelled_caught
+        self.counters.timeouts += 1
+        self.force_threaded(f"{op} exceeded its {self.policy.deadline_s:g} s deadline")
+        raise DeviceTimeout(
+            errno.ETIMEDOUT,
+            f"device {self.name}: {op} did not answer within {self.policy.deadline_s:g} s",
+        )
+
+    # ----------------------------------------------------------------- fd cache
+
+    def path_of(self, key: ExtentKey) -> Path:
+        return self.root / copy_relpath(key)
+
+    def _cached_fd(self, key: ExtentKey) -> int | None:
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
+        return fd
+
+    def _remember_fd(self, key: ExtentKey, fd: int) -> int:
+        old = self._fds.get(key)
+        if old is not None:  # another task opened it meanwhile: keep one
+            if old != fd:
+                os.close(fd)
+            return old
+        self._fds[key] = fd
+        while len(self._fds) > self.policy.max_open_files:
+            _, victim = self._fds.popitem(last=False)
+            self._release_fd(victim)
+        return fd
+
+    def _release_fd(self, fd: int) -> None:
+        if fd in self._pins:
+            self._closing.add(fd)  # closed when the last thread using it returns
+        else:
+            os.close(fd)
+
+    def _pin(self, fd: int) -> None:
+        self._pins[fd] = self._pins.get(fd, 0) + 1
+
+    def _unpin(self, fd: int) -> None:
+        left = self._pins[fd] - 1
+        if left:
+            self._pins[fd] = left
+            return
+        del self._pins[fd]
+        if fd in self._closing:
+            self._closing.discard(fd)
+            os.close(fd)
+
+    def _forget_fd(self, key: ExtentKey) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            self._release_fd(fd)
+
+    async def _open(self, key: ExtentKey, create: bool) -> tuple[int | None, bool]:
+        """The copy's fd (None if absent and not created) and whether it was just created."""
+        fd = self._cached_fd(key)
+        if fd is not None:
+            return fd, False
+        path = str(self.path_of(key))
+        started = time.perf_counter()
+        try:
+            if self.mode is IOMode.INLINE:
+                fd, created = _open_copy(path, create)
+            else:
+                fd, created = await self._in_thread("open", _open_copy, path, create)
+        except FileNotFoundError:
+            return None, False
+        except OSError as exc:
+            raise self._failed("open", exc) from exc
+        self._account("open", started, 0, True)
+        if fd is None:
+            return None, False
+        if created:
+            self._dirty_dirs.add(os.path.dirname(path))
+        return self._remember_fd(key, fd), created
+
+    # ----------------------------------------------------------------- I/O
+
+    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
+        fd, _ = await self._open(key, create=False)
+        if fd is None:
+            return b""
+        self.counters.reads += 1
+        started = time.perf_counter()
+        if self._nowait_reads and self.mode is IOMode.INLINE:
+            buf = bytearray(size)
+            try:
+                n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                if exc.errno != errno.EOPNOTSUPP:
+                    raise self._failed("read", exc) from exc
+                self._nowait_reads = False  # e.g. a FUSE or network device below us
+                n = 0
+            if n == size:
+                self.counters.cache_hits += 1
+                self.counters.bytes_read += n
+                self._account("read", started, n, False)
+                return buf
+            if n:  # partly cached: fetch the rest from the device
+                rest = await self._read_threaded(fd, offset + n, size - n, started)
+                self.counters.bytes_read += n
+                return bytes(buf[:n]) + rest
+        return await self._read_threaded(fd, offset, size, started)
+
+    async def _read_threaded(self, fd: int, offset: int, size: int, started: float) -> bytes:
+        self._pin(fd)
+        try:
+            data = await self._in_thread("read", os.pread, fd, size, offset)
+        except OSError as exc:
+            raise self._failed("read", exc) from exc
+        finally:
+            self._unpin(fd)
+        self.counters.bytes_read += len(data)
+        self._account("read", started, len(data), True)
+        return data
+
+    async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
+        fd, created = await self._open(key, create=True)
+        assert fd is not None
+        self.counters.writes += 1
+        started = time.perf_counter()
+        try:
+            if self.mode is IOMode.INLINE:
+                n = _pwrite_all(fd, data, offset)
+            else:
+                self._pin(fd)
+                try:
+                    n = await self._in_thread("write", _pwrite_all, fd, data, offset)
+                finally:
+                    self._unpin(fd)
+        except OSError as exc:
+            raise self._failed("write", exc) from exc
+        self.counters.bytes_written += n
+        self._account("write", started, n, True)
+        return created
+
+    async def truncate(self, key: ExtentKey, length: int) -> None:
+        fd, _ = await self._open(key, create=False)
+        if fd is None:
+            return
+        self._pin(fd)
+        try:
+            await self._in_thread("truncate", os.ftruncate, fd, length)
+        except OSError as exc:
+            raise self._failed("truncate", exc) from exc
+        finally:
+            self._unpin(fd)
+
+    async def delete(self, key: ExtentKey) -> None:
+        self._forget_fd(key)
+        path = str(self.path_of(key))
+        try:
+            await self._in_thread("delete", _unlink_if_present, path)
+        except OSError as exc:
+            raise self._failed("delete", exc) from exc
+        self._dirty_dirs.add(os.path.dirname(path))
+
+    async def sync(self, keys: Iterable[ExtentKey]) -> None:
+        """fsync each named copy, in this device's threads, several at once."""
+        fds: list[tuple[ExtentKey, int]] = []
+        for key in keys:
+            fd, _ = await self._open(key, create=False)
+            if fd is not None:
+                fds.append((key, fd))
+                self._pin(fd)
+        try:
+            async with trio.open_nursery() as nursery:
+                for key, fd in fds:
+                    nursery.start_soon(self._sync_one, key, fd)
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None
+        finally:
+            for _, fd in fds:
+                self._unpin(fd)
+
+    async def _sync_one(self, key: ExtentKey, fd: int) -> None:
+        started = time.perf_counter()
+        try:
+            await self._in_thread("fsync", os.fsync, fd)
+        except OSError as exc:
+            raise self._failed("fsync", exc) from exc
+        self.counters.syncs += 1
+        self._account("fsync", started, 0, True)
+        if self.durability_log is not None:
+            self.durability_log.append(("file", f"{self.name}:{copy_relpath(key)}"))
+
+    async def sync_namespace(self) -> None:
+        dirs, self._dirty_dirs = self._dirty_dirs, set()
+        try:
+            for d in sorted(dirs):
+                await self._in_thread("fsync_dir", _fsync_dir, Path(d))
+                if self.durability_log is not None:
+                    self.durability_log.append(("dir", f"{self.name}:{d}"))
+        except OSError as exc:
+            self._dirty_dirs |= dirs
+            raise self._failed("fsync_dir", exc) from exc
+        except BaseException:
+            self._dirty_dirs |= dirs
+            raise
+
+    def sync_namespace_now(self) -> None:
+        """Blocking twin of ``sync_namespace`` for recovery and fsck."""
+        dirs, self._dirty_dirs = self._dirty_dirs, set()
+        for d in sorted(dirs):
+            _fsync_dir(Path(d))
+
+    @property
+    def has_unsynced_namespace(self) -> bool:
+        return bool(self._dirty_dirs)
+
+    # ----------------------------------------------------------------- blocking helpers
+
+    def copy_length(self, key: ExtentKey) -> int:
+        try:
+            return os.stat(self.path_of(key)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def list_copies(self) -> Iterator[ExtentKey]:
+        base = self.root / EXTENTS_DIR
+        if not base.is_dir():
+            return
+        for fan in sorted(os.listdir(base)):
+            fan_dir = base / fan
+            if not fan_dir.is_dir():
+                continue
+            for name in os.listdir(fan_dir):
+                key = parse_copy_name(fan, name)
+                if key is not None:
+                    yield key
+
+    def delete_now(self, key: ExtentKey) -> None:
+        """Blocking delete for recovery and fsck, which run before the mount answers."""
+        self._forget_fd(key)
+        _unlink_if_present(str(self.path_of(key)))
+        self._dirty_dirs.add(str(self.path_of(key).parent))
+
+    def truncate_now(self, key: ExtentKey, length: int) -> None:
+        try:
+            os.truncate(self.path_of(key), length)
+        except FileNotFoundError:
+            pass
+
+    def capacity(self, used: int) -> Capacity:
+        st = os.statvfs(self.root)
+        return Capacity(budget=self.budget, used=used, fs_free=st.f_bavail * st.f_frsize)
+
+
+def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
+    except FileNotFoundError:
+        if not create:
+            return None, False
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), True
+    except FileExistsError:  # raced with ourselves in another thread
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
+    view = memoryview(data)
+    total = 0
+    while total < len(view):
+        n = os.pwrite(fd, view[total:], offset + total)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        total += n
+    return total
+
+
+def _unlink_if_present(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
