@@ -61,6 +61,10 @@ class Filesystem:
     async def close(self) -> None:
         """Durable flush, clean mark, checkpoint; then release everything."""
         try:
+            # After unmount nobody can reach an unlinked inode any more, whatever lookups
+            # the kernel did not forget: free them now rather than leave orphans.
+            for inode in [i for i in self.namespace.inodes.values() if i.nlink == 0]:
+                await self.data.free(inode)
             await self.data.sync(None, durable=True)
             self.store.set_info("clean", "1")
             self.store.checkpoint_truncate()

@@ -1,0 +1,287 @@
+"""The FUSE operations class driven in-process: every test ends with an fsck that finds nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyfuse3
+import pytest
+
+from shadowfs.datapath import MAX_FILE_SIZE
+from tests.fs.harness import CTX, Fields, FsHarness, make_config
+
+ROOT = pyfuse3.ROOT_INODE
+MiB = 1 << 20
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[FsHarness]:
+    harness = FsHarness(make_config(tmp_path))
+    try:
+        yield harness
+        assert await harness.fsck_findings() == []
+    finally:
+        await harness.close()
+
+
+def errno_of(exc: pytest.ExceptionInfo[pyfuse3.FUSEError]) -> int:
+    return exc.value.errno
+
+
+async def test_write_read_across_extents(h: FsHarness) -> None:
+    fh, ino = await h.create(b"vol")
+    data = os.urandom(3 * MiB + 12345)
+    assert await h.ops.write(fh, 100, data) == len(data)
+    assert bytes(await h.ops.read(fh, 100, len(data))) == data
+    assert bytes(await h.ops.read(fh, 0, 100)) == bytes(100)
+    assert (await h.ops.getattr(ino, CTX)).st_size == 100 + len(data)
+    assert bytes(await h.ops.read(fh, 100 + len(data), 10)) == b""
+    await h.ops.release(fh)
+
+
+async def test_holes_read_zeros_and_take_no_space(h: FsHarness) -> None:
+    fh, ino = await h.create(b"sparse")
+    tib = 1 << 40
+    await h.ops.write(fh, tib - 4096, b"x" * 4096)
+    attr = await h.ops.getattr(ino, CTX)
+    assert attr.st_size == tib
+    # space is accounted per copy up to its high-water mark: one extent here, not 1 TiB
+    assert attr.st_blocks * 512 <= MiB
+    assert bytes(await h.ops.read(fh, 5 * MiB, 4096)) == bytes(4096)
+    assert bytes(await h.ops.read(fh, tib - 4096, 4096)) == b"x" * 4096
+    assert h.fs.data.usage["hdd0"].copies == 1
+    await h.ops.release(fh)
+
+
+async def test_efbig_beyond_max_file_size(h: FsHarness) -> None:
+    fh, _ = await h.create(b"big")
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.write(fh, MAX_FILE_SIZE, b"x")
+    assert errno_of(exc) == errno.EFBIG
+    await h.ops.release(fh)
+
+
+async def test_enospc_leaves_file_unchanged(tmp_path: Path) -> None:
+    h = FsHarness(make_config(tmp_path, capacity="4 MiB"))
+    try:
+        fh, ino = await h.create(b"f")
+        await h.ops.write(fh, 0, b"a" * (3 * MiB))
+        with pytest.raises(pyfuse3.FUSEError) as exc:
+            await h.ops.write(fh, 3 * MiB, b"b" * (2 * MiB))
+        assert errno_of(exc) == errno.ENOSPC
+        assert (await h.ops.getattr(ino, CTX)).st_size == 3 * MiB
+        # overwriting what is already allocated needs no space
+        await h.ops.write(fh, 0, b"c" * MiB)
+        stat_ = await h.ops.statfs(CTX)
+        assert stat_.f_bavail * stat_.f_frsize <= 1 * MiB
+        await h.ops.release(fh)
+        assert await h.fsck_findings() == []
+    finally:
+        await h.close()
+
+
+async def test_truncate_shrink_then_extend_reads_zeros(h: FsHarness) -> None:
+    fh, ino = await h.create(b"t")
+    await h.ops.write(fh, 0, b"z" * (2 * MiB + 500))
+    attr = pyfuse3.EntryAttributes()
+    fields = Fields(update_size=True)
+    attr.st_size = MiB + 10
+    await h.ops.setattr(ino, attr, fields, fh, CTX)
+    attr.st_size = 3 * MiB
+    await h.ops.setattr(ino, attr, fields, fh, CTX)
+    data = bytes(await h.ops.read(fh, 0, 3 * MiB))
+    assert data[: MiB + 10] == b"z" * (MiB + 10)
+    assert data[MiB + 10 :] == bytes(3 * MiB - MiB - 10)
+    await h.ops.write(fh, 2 * MiB + 100, b"q")  # writing past the cut keeps the gap zero
+    data = bytes(await h.ops.read(fh, MiB, MiB + 200))
+    assert data[10:].count(b"z") == 0
+    await h.ops.release(fh)
+
+
+async def test_unlinked_open_file_stays_readable_until_released(h: FsHarness) -> None:
+    fh, ino = await h.create(b"ghost")
+    await h.ops.write(fh, 0, b"still here")
+    (await h.ops.lookup(ROOT, b"ghost", CTX))  # kernel holds a lookup
+    await h.ops.unlink(ROOT, b"ghost", CTX)
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.lookup(ROOT, b"ghost", CTX)
+    assert errno_of(exc) == errno.ENOENT
+    assert bytes(await h.ops.read(fh, 0, 100)) == b"still here"
+    await h.ops.write(fh, 10, b"!")
+    await h.ops.release(fh)
+    assert h.fs.data.usage["hdd0"].copies == 1  # the kernel still remembers the inode
+    await h.ops.forget([(ino, 2)])  # create + lookup
+    assert h.fs.data.usage["hdd0"].copies == 0
+    assert list(h.fs.devices["hdd0"].list_copies()) == []
+
+
+async def test_rename_replaces_atomically(h: FsHarness) -> None:
+    fh1, ino1 = await h.create(b"a")
+    await h.ops.write(fh1, 0, b"new")
+    fh2, ino2 = await h.create(b"b")
+    await h.ops.write(fh2, 0, b"old")
+    await h.ops.release(fh2)
+    await h.ops.rename(ROOT, b"a", ROOT, b"b", 0, CTX)
+    assert await h.lookup(b"b") == ino1
+    assert await h.listdir() == [b"b"]
+    await h.ops.forget([(ino2, 1)])
+    assert h.fs.data.usage["hdd0"].copies == 1
+    await h.ops.rename(ROOT, b"b", ROOT, b"b2", 1, CTX)  # NOREPLACE, target absent: ok
+    assert await h.listdir() == [b"b2"]
+    await h.ops.release(fh1)
+
+
+async def test_rename_flags(h: FsHarness) -> None:
+    fh1, ino1 = await h.create(b"a")
+    fh2, ino2 = await h.create(b"b")
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.rename(ROOT, b"a", ROOT, b"b", 1, CTX)  # RENAME_NOREPLACE
+    assert errno_of(exc) == errno.EEXIST
+    await h.ops.rename(ROOT, b"a", ROOT, b"b", 2, CTX)  # RENAME_EXCHANGE
+    assert await h.lookup(b"a") == ino2
+    assert await h.lookup(b"b") == ino1
+    await h.ops.release(fh1)
+    await h.ops.release(fh2)
+
+
+async def test_directories(h: FsHarness) -> None:
+    d = await h.ops.mkdir(ROOT, b"d", 0o755, CTX)
+    sub = await h.ops.mkdir(d.st_ino, b"sub", 0o755, CTX)
+    assert (await h.ops.getattr(d.st_ino, CTX)).st_nlink == 3
+    assert (await h.ops.getattr(ROOT, CTX)).st_nlink == 3
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.rmdir(ROOT, b"d", CTX)
+    assert errno_of(exc) == errno.ENOTEMPTY
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.rename(ROOT, b"d", sub.st_ino, b"loop", 0, CTX)
+    assert errno_of(exc) == errno.EINVAL
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.mkdir(ROOT, b"x" * 256, 0o755, CTX)
+    assert errno_of(exc) == errno.ENAMETOOLONG
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.mkdir(ROOT, b"d", 0o755, CTX)
+    assert errno_of(exc) == errno.EEXIST
+    await h.ops.rmdir(d.st_ino, b"sub", CTX)
+    await h.ops.rmdir(ROOT, b"d", CTX)
+    assert (await h.ops.getattr(ROOT, CTX)).st_nlink == 2
+    await h.ops.forget([(d.st_ino, 1), (sub.st_ino, 1)])
+
+
+async def test_readdir_offsets_are_stable_keys(h: FsHarness) -> None:
+    inodes = []
+    for i in range(10):
+        fh, ino = await h.create(b"f%d" % i)
+        inodes.append((ino, 1))
+        await h.ops.release(fh)
+    entries = list(h.fs.namespace.readdir(ROOT, 0))
+    resume_after = entries[4].offset
+    for name in (b"f0", b"f2", b"f5"):
+        await h.ops.unlink(ROOT, name, CTX)
+    rest = [e.name for e in h.fs.namespace.readdir(ROOT, resume_after)]
+    assert rest == [b"f6", b"f7", b"f8", b"f9"]
+    await h.ops.forget(inodes)
+
+
+async def test_links_symlinks_nodes_xattrs(h: FsHarness) -> None:
+    fh, ino = await h.create(b"file")
+    await h.ops.release(fh)
+    await h.ops.link(ino, ROOT, b"hard", CTX)
+    assert (await h.ops.getattr(ino, CTX)).st_nlink == 2
+    link = await h.ops.symlink(ROOT, b"sym", b"file", CTX)
+    assert await h.ops.readlink(link.st_ino, CTX) == b"file"
+    assert stat.S_ISLNK(link.st_mode)
+    fifo = await h.ops.mknod(ROOT, b"fifo", stat.S_IFIFO | 0o600, 0, CTX)
+    assert stat.S_ISFIFO(fifo.st_mode)
+    sock = await h.ops.mknod(ROOT, b"sock", stat.S_IFSOCK | 0o600, 0, CTX)
+    assert stat.S_ISSOCK(sock.st_mode)
+    await h.ops.setxattr(ino, b"user.k", b"v", CTX)
+    assert await h.ops.getxattr(ino, b"user.k", CTX) == b"v"
+    assert await h.ops.listxattr(ino, CTX) == [b"user.k"]
+    await h.ops.removexattr(ino, b"user.k", CTX)
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.getxattr(ino, b"user.k", CTX)
+    assert errno_of(exc) == errno.ENODATA
+
+
+async def test_suid_cleared_on_write_and_chown(h: FsHarness) -> None:
+    fh, ino = await h.create(b"s", mode=0o6755)
+    await h.ops.write(fh, 0, b"x")
+    assert stat.S_IMODE((await h.ops.getattr(ino, CTX)).st_mode) == 0o755
+    attr = pyfuse3.EntryAttributes()
+    fields = Fields(update_mode=True)
+    attr.st_mode = stat.S_IFREG | 0o6755
+    await h.ops.setattr(ino, attr, fields, fh, CTX)
+    fields = Fields(update_uid=True)
+    attr.st_uid = 1000
+    got = await h.ops.setattr(ino, attr, fields, fh, CTX)
+    assert stat.S_IMODE(got.st_mode) == 0o755 and got.st_uid == 1000
+    await h.ops.release(fh)
+
+
+async def test_data_and_namespace_survive_clean_remount(h: FsHarness) -> None:
+    fh, ino = await h.create(b"keep")
+    payload = os.urandom(MiB + 7)
+    await h.ops.write(fh, 0, payload)
+    await h.ops.release(fh)
+    await h.remount()
+    assert h.fs.last_shutdown_clean
+    ino = await h.lookup(b"keep")
+    fh = await h.open(ino)
+    assert bytes(await h.ops.read(fh, 0, len(payload) + 10)) == payload
+    await h.ops.release(fh)
+
+
+async def test_fsync_survives_crash_and_unsynced_copies_are_cut(h: FsHarness) -> None:
+    fh, ino = await h.create(b"acked")
+    acked = os.urandom(MiB)
+    await h.ops.write(fh, 0, acked)
+    await h.ops.fsync(fh, False)
+    await h.ops.write(fh, MiB, b"u" * 4096)  # never acknowledged, never flushed
+    h.crash()
+    assert not h.fs.last_shutdown_clean
+    assert h.fs.recovery is not None
+    assert any("not in the map" in f for f in h.fs.recovery.findings)
+    ino = await h.lookup(b"acked")
+    fh = await h.open(ino)
+    assert bytes(await h.ops.read(fh, 0, MiB)) == acked
+    await h.ops.release(fh)
+
+
+async def test_fsync_orders_data_then_directories_then_metadata(h: FsHarness) -> None:
+    log: list[tuple[str, str]] = []
+    h.fs.data.attach_durability_log(log)
+    fh, _ = await h.create(b"ordered")
+    await h.ops.write(fh, 0, b"a" * (2 * MiB))
+    await h.ops.fsync(fh, False)
+    kinds = [kind for kind, _ in log]
+    assert kinds.count("file") == 2
+    assert kinds == ["file", "file", "dir", "metadata", "metadata"]
+    assert log[-2:] == [("metadata", "commit"), ("metadata", "durable")]
+    await h.ops.release(fh)
+
+
+async def test_orphan_freed_by_recovery(h: FsHarness) -> None:
+    fh, ino = await h.create(b"tmp")
+    await h.ops.write(fh, 0, b"data")
+    await h.ops.fsync(fh, False)
+    await h.ops.unlink(ROOT, b"tmp", CTX)
+    h.crash()  # still open at the crash: an orphan
+    assert h.fs.recovery is not None
+    assert any("unlinked while open" in f for f in h.fs.recovery.findings)
+    assert list(h.fs.devices["hdd0"].list_copies()) == []
+
+
+async def test_bad_handles_and_inodes_are_errors_not_crashes(h: FsHarness) -> None:
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.read(999, 0, 10)
+    assert errno_of(exc) == errno.EBADF
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.getattr(424242, CTX)
+    assert errno_of(exc) == errno.ENOENT
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.lookup(ROOT, b"a/b", CTX)
+    assert errno_of(exc) == errno.ENOENT
