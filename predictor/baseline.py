@@ -23,6 +23,7 @@ N_BINS = 48
 MIN_BIN_COUNT = 5
 CURVE_MIN_WEIGHT = 0.01  # running mean for the first 100 samples of a bin, then EWMA
 OFFSET_MIN_WEIGHT = 0.002  # slow: a device's own offset should not chase a creep
+EXTRAPOLATION_UNCERTAINTY = 0.3  # log units per half-octave bin away from visited load
 
 
 def load_bin(iops: float) -> int:
@@ -38,15 +39,29 @@ class ClassCurve:
         self.values = [0.0] * N_BINS
         self.counts = [0] * N_BINS
 
-    def at(self, bin_index: int) -> float | None:
+    def at(self, bin_index: int) -> tuple[float, float] | None:
+        """(expected value, its uncertainty) at `bin_index`; None before any data.
+
+        A visited bin is certain. Above the highest visited bin the curve is extrapolated
+        with the slope of the two highest visited bins (never downwards: latency does not
+        fall with load); elsewhere the nearest visited bin stands in. Either way the
+        uncertainty grows by EXTRAPOLATION_UNCERTAINTY per bin of distance.
+        """
         if self.counts[bin_index] >= MIN_BIN_COUNT:
-            return self.values[bin_index]
-        # Nearest visited bin, preferring the higher one on a tie (latency grows with load).
-        for distance in range(1, N_BINS):
-            for candidate in (bin_index + distance, bin_index - distance):
-                if 0 <= candidate < N_BINS and self.counts[candidate] >= MIN_BIN_COUNT:
-                    return self.values[candidate]
-        return None
+            return self.values[bin_index], 0.0
+        visited = [i for i in range(N_BINS) if self.counts[i] >= MIN_BIN_COUNT]
+        if not visited:
+            return None
+        top = visited[-1]
+        if bin_index > top:
+            slope = 0.0
+            if len(visited) >= 2:
+                below = visited[-2]
+                slope = max(0.0, (self.values[top] - self.values[below]) / (top - below))
+            distance = bin_index - top
+            return self.values[top] + slope * distance, EXTRAPOLATION_UNCERTAINTY * distance
+        nearest = min(visited, key=lambda i: (abs(i - bin_index), -i))
+        return self.values[nearest], EXTRAPOLATION_UNCERTAINTY * abs(nearest - bin_index)
 
     def learn(self, bin_index: int, value: float) -> None:
         self.counts[bin_index] += 1
@@ -68,18 +83,20 @@ class DeviceOffset:
         self.value += max(1.0 / self.count, OFFSET_MIN_WEIGHT) * (value - self.value)
 
 
-def expected_log_p99(curve: ClassCurve, offset: DeviceOffset, iops: float) -> float | None:
+def expected_log_p99(
+    curve: ClassCurve, offset: DeviceOffset, iops: float
+) -> tuple[float, float] | None:
+    """(expected log p99, uncertainty) for this device at this load; None before data."""
     if offset.count == 0:
         return None
-    level = curve.at(load_bin(iops))
-    return None if level is None else level + offset.value
+    found = curve.at(load_bin(iops))
+    return None if found is None else (found[0] + offset.value, found[1])
 
 
 def learn(curve: ClassCurve, offset: DeviceOffset, iops: float, log_p99: float) -> None:
     """Teach one healthy sample to the device offset, then to the class curve."""
     bin_index = load_bin(iops)
-    level = curve.at(bin_index)
-    if level is None:
-        level = 0.0  # the very first sample of the class: the offset absorbs it
+    found = curve.at(bin_index)
+    level = 0.0 if found is None else found[0]  # the class's first sample: the offset takes it
     offset.learn(log_p99 - level)
     curve.learn(bin_index, log_p99 - offset.value)

@@ -183,9 +183,7 @@ def generate_fleet(
         queueing = 1.0 / (1.0 - rho)
         gc_pauses = np.where(rng.random(steps) < 0.002, rng.uniform(3, 20, steps), 1.0)
         read_p99 = base * queueing * latency_mult * gc_pauses * np.exp(rng.normal(0, 0.2, steps))
-        write_p99 = (
-            1.5 * base * queueing * latency_mult * np.exp(rng.normal(0, 0.25, steps))
-        )
+        write_p99 = 1.5 * base * queueing * latency_mult * np.exp(rng.normal(0, 0.25, steps))
         read_share = rng.uniform(0.5, 0.8)
         errors = rng.poisson(error_rate_per_min * interval_s / 60.0).astype(np.float64)
         alive = times < end if (end is not None and kind in FAILING_KINDS) else times > -1
@@ -200,9 +198,15 @@ def generate_fleet(
         # Every device lived through the surge: label healthy devices as its witnesses.
         for name, label in labels.items():
             if label.kind is Kind.HEALTHY:
-                labels[name] = DeviceLabel(name, Kind.SURGE_ALL, label.device_class,
-                                           fleet_surge[0], fleet_surge[1], label.evacuation_s,
-                                           fleet_surge[2])
+                labels[name] = DeviceLabel(
+                    name,
+                    Kind.SURGE_ALL,
+                    label.device_class,
+                    fleet_surge[0],
+                    fleet_surge[1],
+                    label.evacuation_s,
+                    fleet_surge[2],
+                )
     samples: list[Sample] = []
     names = list(columns)
     for step, time_s in enumerate(times.tolist()):

@@ -26,6 +26,7 @@ called synchronously, so the daemon runs `observe` in a thread (trio.to_thread.r
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -55,10 +56,24 @@ from predictor.trace import DeviceClass, Sample
 
 LATENCY_SIGNALS = (Signal.READ_LATENCY, Signal.WRITE_LATENCY)
 _P99_FIELD = {Signal.READ_LATENCY: "read_p99_ms", Signal.WRITE_LATENCY: "write_p99_ms"}
-_RESIDUAL_FIELD = {Signal.READ_LATENCY: Field.READ_RESIDUAL, Signal.WRITE_LATENCY: Field.WRITE_RESIDUAL}
+_RESIDUAL_FIELD = {
+    Signal.READ_LATENCY: Field.READ_RESIDUAL,
+    Signal.WRITE_LATENCY: Field.WRITE_RESIDUAL,
+}
 SCALE_FLOOR = 0.05
 SCALE_PRIOR = 0.3
 LEARN_LIMIT = math.log(2.0)  # a residual beyond 2x is never taught as normal
+
+
+def _median_without(ordered: list[float], value: float) -> float:
+    """Median of the sorted list `ordered` less one occurrence of `value` (NaN: none)."""
+    if math.isnan(value):
+        rest = ordered
+    else:
+        index = bisect.bisect_left(ordered, value)
+        rest = ordered[:index] + ordered[index + 1 :]
+    mid = len(rest) // 2
+    return rest[mid] if len(rest) % 2 else 0.5 * (rest[mid - 1] + rest[mid])
 
 
 class ForecastEngine(Protocol):
@@ -142,8 +157,9 @@ class StreamingScorer:
             device = self._device_for(sample.device, sample.device_class, time_s)
             device.silent = False
             device.last_seen = time_s
-            score = self._score_sample(device, sample, residuals[sample.device],
-                                       peer_shift[sample.device])
+            score = self._score_sample(
+                device, sample, residuals[sample.device], peer_shift[sample.device]
+            )
             device.last_score = score
             scores.append(score)
         scores.extend(self._new_silences(time_s))
@@ -174,8 +190,11 @@ class StreamingScorer:
                 first_seen=time_s,
                 last_seen=time_s,
                 signals={
-                    s: _SignalState(s, Cusum(cfg.cusum_k, cfg.cusum_h, cfg.cusum_clip),
-                                    history=deque(maxlen=cfg.history_minutes))
+                    s: _SignalState(
+                        s,
+                        Cusum(cfg.cusum_k, cfg.cusum_h, cfg.cusum_clip),
+                        history=deque(maxlen=cfg.history_minutes),
+                    )
                     for s in Signal
                 },
                 offsets={s: baseline.DeviceOffset() for s in LATENCY_SIGNALS},
@@ -204,7 +223,13 @@ class StreamingScorer:
                 expected = baseline.expected_log_p99(
                     self._curve(sample.device_class, signal), device.offsets[signal], sample.iops
                 )
-            out[signal] = math.nan if expected is None else math.log(p99) - expected
+            if expected is None:
+                out[signal] = math.nan
+                continue
+            value, uncertainty = expected
+            residual = math.log(p99) - value
+            # Only the excess beyond what the load model cannot vouch for counts.
+            out[signal] = math.copysign(max(0.0, abs(residual) - uncertainty), residual)
         return out
 
     def _peer_shifts(
@@ -220,12 +245,12 @@ class StreamingScorer:
                 values = [(residuals[n][signal], n) for n in names]
                 valid = sorted(v for v, _ in values if not math.isnan(v))
                 for value, name in values:
-                    peers = list(valid)
-                    if not math.isnan(value):
-                        peers.remove(value)
                     # Two peers at least: one peer's own trouble must not excuse another's.
-                    shift = float(np.median(peers)) if len(peers) >= 2 else 0.0
-                    shifts[name][signal] = max(0.0, shift)
+                    own = 0 if math.isnan(value) else 1
+                    if len(valid) - own < 2:
+                        shifts[name][signal] = 0.0
+                        continue
+                    shifts[name][signal] = max(0.0, _median_without(valid, value))
         return shifts
 
     def _score_sample(
@@ -261,8 +286,9 @@ class StreamingScorer:
             # load model has settled: early residuals measure the model, not the device.
             learn_scale = t - device.first_seen >= self._warmup_s / 2
             self._learn(device, sample, warming=True, learn_scale=learn_scale)
-            return DeviceScore(sample.device, t, 0.0, HealthState.WARMING_UP,
-                               Reason(ReasonKind.WARMING_UP))
+            return DeviceScore(
+                sample.device, t, 0.0, HealthState.WARMING_UP, Reason(ReasonKind.WARMING_UP)
+            )
 
         horizon_s = cfg.horizon_s(device.evacuation_s)
         steps = max(1, min(cfg.max_forecast_steps, math.ceil(horizon_s / 60.0)))
@@ -277,15 +303,17 @@ class StreamingScorer:
             per_signal[reason.signal] = max(per_signal.get(reason.signal, 0.0), reason.confidence)
         score = round(100.0 * fuse(list(per_signal.values())), 1)
         strongest = max(candidates, key=lambda r: r.confidence, default=None)
-        reason = strongest if strongest and strongest.confidence > 0.005 else Reason(
-            ReasonKind.NONE, horizon_s=horizon_s
+        reason = (
+            strongest
+            if strongest and strongest.confidence > 0.005
+            else Reason(ReasonKind.NONE, horizon_s=horizon_s)
         )
-        state = state_for(score, cfg)
-        if state is HealthState.HEALTHY and not any(
+        health = state_for(score, cfg)
+        if health is HealthState.HEALTHY and not any(
             device.signals[s].cusum.alarmed for s in LATENCY_SIGNALS
         ):
             self._learn(device, sample, warming=False, learn_scale=True)
-        return DeviceScore(sample.device, t, score, state, reason)
+        return DeviceScore(sample.device, t, score, health, reason)
 
     def _push_aggregate(self, device: _Device, aggregate: MinuteAggregate) -> None:
         values = {
@@ -309,30 +337,50 @@ class StreamingScorer:
         reasons = []
         screened = state.cusum.alarmed or state.cusum.total >= cfg.cusum_h / 2
         if screened:
-            times, residuals = device.series.raw.last_column(self._level_rows, _RESIDUAL_FIELD[signal])
+            times, residuals = device.series.raw.last_column(
+                self._level_rows, _RESIDUAL_FIELD[signal]
+            )
             recent = residuals[(times > t - cfg.level_window_s) & ~np.isnan(residuals)]
             state.level = float(np.median(recent)) if len(recent) else math.nan
             if state.cusum.alarmed and len(recent) >= cfg.min_level_samples:
                 threshold = math.log(cfg.fail_slow_factor)
                 state.p_level = level_probability(state.level, state.scale, len(recent), threshold)
-                reasons.append(Reason(ReasonKind.FAIL_SLOW, signal, math.exp(state.level),
-                                      cfg.fail_slow_factor, horizon_s, state.p_level))
+                reasons.append(
+                    Reason(
+                        ReasonKind.FAIL_SLOW,
+                        signal,
+                        math.exp(state.level),
+                        cfg.fail_slow_factor,
+                        horizon_s,
+                        state.p_level,
+                    )
+                )
         threshold = math.log(cfg.latency_threshold_factor)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
         if p_forecast > 0 and state.forecast is not None:
             value = math.exp(state.forecast.mean[min(steps, len(state.forecast.mean)) - 1])
-            reasons.append(Reason(ReasonKind.FORECAST, signal, value,
-                                  cfg.latency_threshold_factor, horizon_s, p_forecast))
+            reasons.append(
+                Reason(
+                    ReasonKind.FORECAST,
+                    signal,
+                    value,
+                    cfg.latency_threshold_factor,
+                    horizon_s,
+                    p_forecast,
+                )
+            )
         return reasons
 
-    def _error_evidence(self, device: _Device, t: float, horizon_s: float, steps: int) -> list[Reason]:
+    def _error_evidence(
+        self, device: _Device, t: float, horizon_s: float, steps: int
+    ) -> list[Reason]:
         cfg = self.config
         state = device.signals[Signal.ERRORS]
         times, errors = device.series.raw.last_column(self._error_rows, Field.ERRORS)
         in_window = times > t - cfg.error_window_s
         window_errors = errors[in_window]
         count = float(window_errors.sum())
-        reasons = []
+        reasons: list[Reason] = []
         if count <= 0:
             state.p_level = state.p_forecast = 0.0
             state.forecast = None
@@ -343,19 +391,40 @@ class StreamingScorer:
         state.p_level = 0.0
         if intervals_with_errors >= cfg.min_error_intervals:
             state.p_level = error_rate_probability(count, window_min, cfg.error_rate_per_min)
-            reasons.append(Reason(ReasonKind.ERROR_RATE, Signal.ERRORS, state.level,
-                                  cfg.error_rate_per_min, horizon_s, state.p_level))
+            reasons.append(
+                Reason(
+                    ReasonKind.ERROR_RATE,
+                    Signal.ERRORS,
+                    state.level,
+                    cfg.error_rate_per_min,
+                    horizon_s,
+                    state.p_level,
+                )
+            )
         screened = intervals_with_errors >= 2
         threshold = math.log1p(cfg.error_rate_per_min)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
         if p_forecast > 0 and state.forecast is not None:
             value = math.expm1(state.forecast.mean[min(steps, len(state.forecast.mean)) - 1])
-            reasons.append(Reason(ReasonKind.FORECAST, Signal.ERRORS, value,
-                                  cfg.error_rate_per_min, horizon_s, p_forecast))
+            reasons.append(
+                Reason(
+                    ReasonKind.FORECAST,
+                    Signal.ERRORS,
+                    value,
+                    cfg.error_rate_per_min,
+                    horizon_s,
+                    p_forecast,
+                )
+            )
         return reasons
 
     def _forecast_probability(
-        self, device: _Device, state: _SignalState, t: float, screened: bool, threshold: float,
+        self,
+        device: _Device,
+        state: _SignalState,
+        t: float,
+        screened: bool,
+        threshold: float,
         steps: int,
     ) -> float:
         """Refresh the signal's ARIMA forecast if due and return its crossing probability."""
@@ -394,20 +463,31 @@ class StreamingScorer:
                 continue
             if learn_scale and not math.isnan(residual):
                 state.learn_scale(residual)
-            baseline.learn(self._curve(device.device_class, signal), device.offsets[signal],
-                           sample.iops, math.log(p99))
+            baseline.learn(
+                self._curve(device.device_class, signal),
+                device.offsets[signal],
+                sample.iops,
+                math.log(p99),
+            )
 
     def _new_silences(self, time_s: float) -> list[DeviceScore]:
         limit = self.config.silent_after_intervals * self.interval_s
         out = []
         for device in self._devices.values():
-            if not device.silent and not math.isnan(device.last_seen) and (
-                time_s - device.last_seen > limit
+            if (
+                not device.silent
+                and not math.isnan(device.last_seen)
+                and (time_s - device.last_seen > limit)
             ):
                 device.silent = True
                 previous = device.last_score.score if device.last_score else 0.0
-                score = DeviceScore(device.name, device.last_seen, previous, HealthState.SILENT,
-                                    Reason(ReasonKind.SILENT))
+                score = DeviceScore(
+                    device.name,
+                    device.last_seen,
+                    previous,
+                    HealthState.SILENT,
+                    Reason(ReasonKind.SILENT),
+                )
                 device.last_score = score
                 out.append(score)
         return out

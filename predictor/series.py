@@ -144,6 +144,17 @@ class DeviceSeries:
         if n <= 0:
             return None
         _, values = self.raw.last(n)
+        if n == 1:
+            # Intervals of 60 s: the minute is one sample (the common case in traces).
+            row = values[0].astype(np.float64)
+            row[Field.ERRORS] = row[Field.ERRORS] * MINUTE_S / self.interval_s
+            self.minutes.append(self._minute, row)
+            return MinuteAggregate(
+                self._minute,
+                float(row[Field.READ_RESIDUAL]),
+                float(row[Field.WRITE_RESIDUAL]),
+                float(row[Field.ERRORS]),
+            )
         if np.isnan(values).any():
             # Idle intervals have no latency (NaN); an all-idle minute stays NaN.
             with warnings.catch_warnings():
