@@ -46,6 +46,7 @@ class RequestStats:
         """Write the histogram atomically (the runner polls `dumps`), then start afresh."""
         self.dumps += 1
         record = {
+            "pid": os.getpid(),
             "dumps": self.dumps,
             "time": time.time(),
             "reads": {str(size): n for size, n in sorted(self.reads.items())},

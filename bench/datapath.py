@@ -1,0 +1,336 @@
+"""Data-path speed: fio through shadowfs against native, a plain passthrough and a null fs.
+
+    python -m bench.datapath [--quick] [--rounds N] [--size 1G] [--runtime S] [--out FILE]
+                             [--targets native,shadowfs,passthrough,nullfs] [--jobs a,b]
+
+Every round runs every job on every target before the next job starts, the targets'
+order rotating each round, so that all targets see the same machine (2 shared cores, a
+page cache that others use too) at nearly the same moment; the report takes medians over
+rounds and states every figure as a ratio to native from the same run. All directories
+and mountpoints live in a fresh /var/tmp/shadowfs-bench-XXXX (a real disk, not tmpfs)
+that is unmounted and removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench import fio_jobs
+from bench.datapath_report import render
+from bench.fio_jobs import DATA_FILE, CacheState, FioError, FioResult, Job, MiB
+from bench.targets import (
+    REPO,
+    NativeTarget,
+    NullTarget,
+    PassthroughTarget,
+    ShadowfsTarget,
+    Target,
+    TargetUnavailable,
+    filesystem_of,
+    force_unmount,
+    mount_entries,
+    process_cpu_seconds,
+)
+
+TARGET_NAMES = ("native", "shadowfs", "passthrough", "nullfs")
+RESULTS_DIR = REPO / "bench" / "results"  # raw JSON of every run; ignored by git
+
+
+@dataclass
+class Sample:
+    """One fio run of one job on one target in one round."""
+
+    target: str
+    job: str
+    round: int
+    result: FioResult | None = None
+    daemon_cpu_s: float | None = None  # utime+stime of the FUSE daemon during the fio run
+    requests: dict[str, object] | None = None  # the null fs's request-size histogram
+    cold: bool | None = None  # for cold jobs: were the caches really dropped
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    """Everything the report needs: settings, machine, targets, samples."""
+
+    command: str
+    size: int
+    runtime: float
+    rounds: int
+    jobs: list[str]
+    targets: list[str]
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    workdir: str = ""
+    machine: dict[str, str] = field(default_factory=dict)
+    target_facts: dict[str, dict[str, str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1] if number and number[-1] in units else ""
+    try:
+        value = int(float(number.removesuffix(unit)) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1G, 256M)") from None
+    if value < 4 * MiB:
+        raise argparse.ArgumentTypeError(f"size {text!r} is below the 4 MiB minimum")
+    return value
+
+
+def _names(allowed: tuple[str, ...] | list[str]):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+        return names
+
+    return parse
+
+
+def build_targets(base: Path, names: list[str]) -> list[Target]:
+    """Sibling directories on one filesystem, so every target writes to the same disk."""
+    logs = base / "logs"
+    logs.mkdir()
+    targets: dict[str, Target] = {
+        "native": NativeTarget(base / "native"),
+        "shadowfs": ShadowfsTarget(
+            device=base / "shadowfs-hdd0",
+            state_dir=base / "shadowfs-state",
+            mountpoint=base / "mnt-shadowfs",
+            config=base / "shadowfs.toml",
+            log=logs / "shadowfs-cli.log",
+        ),
+        "passthrough": PassthroughTarget(
+            base / "passthrough-src", base / "mnt-passthrough", logs / "passthrough.log"
+        ),
+        "nullfs": NullTarget(base / "mnt-nullfs", logs / "nullfs.log", logs / "nullfs-stats.json"),
+    }
+    return [targets[name] for name in names]
+
+
+def warm(path: Path, size: int) -> None:
+    """Read *path* once through its target so that the job finds it in the page cache."""
+    buffer = bytearray(MiB)
+    with open(path, "rb", buffering=0) as file:
+        done = 0
+        while done < size:
+            got = file.readinto(buffer)
+            if not got:
+                break
+            done += got
+
+
+def prepare(target: Target, size: int) -> None:
+    """Write the data file through the target (never behind its back) and make it durable."""
+    job = Job(
+        "prepare",
+        "write the data file",
+        "bw",
+        "write",
+        CacheState.AS_LEFT,
+        (("rw", "write"), ("bs", "1M"), ("ioengine", "psync"), ("end_fsync", "1")),
+        time_based=False,
+    )
+    fio_jobs.run(job, target.directory, size, runtime=60)
+    if (target.directory / DATA_FILE).stat().st_size < size:
+        raise TargetUnavailable(f"{target.name}: the prepared data file is short")
+
+
+def run_one(target: Target, job: Job, round_: int, settings: Run) -> Sample:
+    sample = Sample(target.name, job.name, round_)
+    if job.cache is CacheState.COLD:
+        sample.cold = target.make_cold()
+    elif job.cache is CacheState.HOT:
+        warm(target.directory / job.file, settings.size)
+    if job.fresh_file:
+        (target.directory / job.file).unlink(missing_ok=True)
+    if isinstance(target, NullTarget):
+        target.request_sizes()  # start the histogram afresh: warming is not the job
+    pids = target.daemon_pids()
+    cpu_before = process_cpu_seconds(pids)
+    try:
+        sample.result = fio_jobs.run(job, target.directory, settings.size, settings.runtime)
+    except FioError as exc:
+        sample.error = str(exc)
+    if pids:
+        sample.daemon_cpu_s = process_cpu_seconds(pids) - cpu_before
+    if isinstance(target, NullTarget):
+        sample.requests = target.request_sizes()
+    if job.fresh_file:
+        (target.directory / job.file).unlink(missing_ok=True)  # free the disk for the next
+    return sample
+
+
+def _describe(sample: Sample, job: Job) -> str:
+    if sample.result is None:
+        return f"FAILED: {sample.error}"
+    result = sample.result
+    figure = (
+        f"{result.bw_bytes / MiB:9.1f} MiB/s" if job.metric == "bw" else f"{result.iops:9.0f} IOPS"
+    )
+    cpu = "" if sample.daemon_cpu_s is None else f"  daemon {sample.daemon_cpu_s:.2f} s CPU"
+    return f"{figure}  p99 {result.p99_ns / 1000:8.1f} us{cpu}"
+
+
+def machine_facts(base: Path) -> dict[str, str]:
+    def first(path: str, prefix: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return "?"
+
+    fs = filesystem_of(base)
+    try:
+        commit = os.popen(f"git -C {shlex.quote(str(REPO))} describe --always --dirty").read()
+    except OSError:
+        commit = "?"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": first("/proc/cpuinfo", "model name"),
+        "memory": first("/proc/meminfo", "MemTotal"),
+        "kernel": os.uname().release,
+        "fio": fio_jobs.fio_version(),
+        "python": sys.version.split()[0],
+        "workdir filesystem": f"{fs.fstype} on {fs.source} ({fs.device}) at {fs.mountpoint}",
+        "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "shadowfs commit": commit.strip() or "?",
+    }
+
+
+def cleanup(base: Path, targets: list[Target]) -> None:
+    """Stop every target; remove the work directory only if nothing is mounted inside it."""
+    for target in targets:
+        try:
+            target.stop()
+        except Exception as exc:  # keep stopping the others; say what went wrong
+            print(f"warning: stopping {target.name}: {exc}", file=sys.stderr)
+    for entry in mount_entries():
+        if entry.mountpoint.startswith(str(base) + "/"):
+            force_unmount(Path(entry.mountpoint))
+    if any(entry.mountpoint.startswith(str(base) + "/") for entry in mount_entries()):
+        print(f"warning: {base} still has mounts; left in place", file=sys.stderr)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(settings: Run, workdir: Path) -> Run:
+    base = Path(tempfile.mkdtemp(prefix="shadowfs-bench-", dir=workdir))
+    settings.workdir = str(base)
+    settings.machine = machine_facts(base)
+    if filesystem_of(base).fstype in ("tmpfs", "ramfs"):
+        print(f"warning: {base} is on {filesystem_of(base).fstype}, not a disk", file=sys.stderr)
+    jobs = [fio_jobs.JOBS_BY_NAME[name] for name in settings.jobs]
+    targets = build_targets(base, settings.targets)
+    try:
+        live: list[Target] = []
+        for target in targets:
+            print(f"starting {target.name} ...", file=sys.stderr, flush=True)
+            try:
+                target.start()
+                prepare(target, settings.size)
+            except (TargetUnavailable, FioError, OSError) as exc:
+                settings.skipped[target.name] = str(exc)
+                print(f"SKIPPING {target.name}: {exc}", file=sys.stderr, flush=True)
+                target.stop()
+                continue
+            settings.target_facts[target.name] = target.describe()
+            live.append(target)
+        for round_ in range(settings.rounds):
+            shift = round_ % max(1, len(live))
+            order = live[shift:] + live[:shift]
+            for job in jobs:
+                for target in order:
+                    if target.name in settings.skipped:
+                        continue
+                    try:
+                        sample = run_one(target, job, round_, settings)
+                    except (TargetUnavailable, OSError) as exc:
+                        settings.skipped[target.name] = f"{job.name}, round {round_ + 1}: {exc}"
+                        print(f"SKIPPING {target.name}: {exc}", file=sys.stderr, flush=True)
+                        target.stop()
+                        continue
+                    settings.samples.append(sample)
+                    print(
+                        f"[round {round_ + 1}/{settings.rounds}] {job.name:24} {target.name:12}"
+                        f" {_describe(sample, job)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        settings.machine["load average at end"] = " ".join(
+            Path("/proc/loadavg").read_text().split()[:3]
+        )
+    finally:
+        cleanup(base, targets)
+        settings.finished = time.time()
+    return settings
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that unmount
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.datapath", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="64 MiB, 1 round, 1 s jobs")
+    parser.add_argument("--rounds", type=int, help="rounds over all jobs (default 3)")
+    parser.add_argument("--size", type=parse_size, help="data file size (default 1G)")
+    parser.add_argument("--runtime", type=float, help="seconds per time-based job (default 5)")
+    parser.add_argument("--out", type=Path, help="report (default docs/benchmarks.md)")
+    parser.add_argument("--targets", type=_names(TARGET_NAMES), default=list(TARGET_NAMES))
+    parser.add_argument("--jobs", type=_names([job.name for job in fio_jobs.JOBS]))
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    args = parser.parse_args(argv)
+    if "native" not in args.targets:
+        parser.error("--targets must include native: every figure is a ratio to it")
+    quick = args.quick
+    settings = Run(
+        command="python -m bench.datapath " + shlex.join(sys.argv[1:] if argv is None else argv),
+        size=args.size or (64 * MiB if quick else 1 << 30),
+        runtime=args.runtime or (1.0 if quick else 5.0),
+        rounds=args.rounds or (1 if quick else 3),
+        jobs=args.jobs or [job.name for job in fio_jobs.JOBS],
+        targets=args.targets,
+    )
+    if settings.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    # Quick runs are smoke tests: they must not overwrite the committed report by default.
+    out = args.out or (
+        RESULTS_DIR / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md"
+    )
+    if shutil.which("fio") is None:
+        parser.error("fio is not installed")
+    signal.signal(signal.SIGTERM, _terminate)
+    run(settings, args.workdir)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS_DIR / time.strftime("datapath-%Y%m%dT%H%M%SZ.json", time.gmtime())
+    raw.write_text(json.dumps(asdict(settings), indent=1))
+    passthrough_source = (REPO / "bench" / "passthrough.py").read_text()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(settings, passthrough_source))
+    print(f"wrote {out} (raw samples: {raw})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

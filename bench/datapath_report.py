@@ -1,0 +1,277 @@
+"""docs/benchmarks.md from one bench.datapath run: a fixed introduction, then the figures.
+
+The introduction is written by hand and lives here, so that regenerating the report never
+loses it; everything after it is computed from the run's samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+from bench.fio_jobs import GOALS, JOBS_BY_NAME, GiB, Job, MiB
+
+if TYPE_CHECKING:
+    from bench.datapath import Run, Sample
+
+INTRO = """\
+# Data-path benchmarks
+
+How fast bytes move through a shadowfs mount, measured against the disk itself and against two
+reference FUSE filesystems, by `python -m bench.datapath` (bench/datapath.py). This file is
+written by that command; edit the introduction in bench/datapath_report.py.
+
+## Method
+
+- **Targets**, all in one fresh `/var/tmp/shadowfs-bench-XXXX` on the same disk:
+  - **native**: a plain directory on the backing filesystem; the denominator of every ratio.
+  - **shadowfs**: `shadowfs mount CONFIG MNT` with one hdd-class device (the backing device,
+    a sibling directory), exactly as a user would run it; it configures its own caching and
+    readahead.
+  - **passthrough**: bench/passthrough.py, the fixed plain reference quoted at the end: inline
+    `os.pread`/`os.pwrite` on the trio thread, `direct_io` on every open, nothing tuned. The
+    harness leaves its readahead alone (with `direct_io` the page cache, and so readahead, is
+    not used for its files anyway).
+  - **nullfs**: bench/nullfs.py, reads return zeros and writes are discarded, also `direct_io`
+    on every open: every byte crosses /dev/fuse and nothing stands behind it, so it is the
+    ceiling of the FUSE transport plus pyfuse3's per-request cost on this machine. It also
+    counts the size of every request it gets (table at the end).
+- **Alternation**: in each round every job runs on every target before the next job starts,
+  and the targets' order rotates from round to round; figures are medians over the rounds and
+  ratios are taken between medians of the same run.
+- **Cache states** are set by the harness, never by fio (`invalidate=0` on every job; fio's
+  default would silently drop the page cache before every "hot" job):
+  - *cold*: `sync`, FUSE targets unmounted, `echo 3 > /proc/sys/vm/drop_caches`, remounted;
+  - *hot*: the file is read once through the target just before the job;
+  - *as left*: O_DIRECT and write jobs run on whatever the previous jobs left.
+- **Queue depth**: O_DIRECT jobs use libaio; buffered QD1 uses psync; buffered QD16 uses
+  io_uring (libaio is synchronous for buffered I/O, so its iodepth would be a fiction), whose
+  kernel workers keep 16 buffered requests in flight.
+- **Sequential write** writes a new file and ends in fsync (`end_fsync=1`); fio counts the fsync
+  in the job's runtime, so the bandwidth is "bytes made durable per second".
+- **p99** is fio's completion-latency 99th percentile. **Daemon CPU** is utime+stime of the FUSE
+  daemon and its child processes over the fio run (from /proc/PID/stat), per GiB moved.
+- **O_DIRECT through FUSE** reaches the daemon, which does what it likes below: the passthrough
+  reads and writes its backing file *buffered* (os.pread buffers are not aligned for O_DIRECT),
+  so its O_DIRECT figures can come from the backing page cache while native O_DIRECT goes to the
+  disk. That is why the O_DIRECT targets compare shadowfs with the passthrough, not with native.
+- **Noise**: the machine's two cores are shared with other work; the load average at the start
+  and end of the run is recorded below. Read small differences (a few %) as noise.
+"""
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ok(samples: list[Sample]) -> list[Sample]:
+    return [sample for sample in samples if sample.result is not None]
+
+
+class Figures:
+    """Medians per (target, job) of the job's metric, p99 and daemon CPU per GiB."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.by_key: dict[tuple[str, str], list[Sample]] = {}
+        for sample in run.samples:
+            self.by_key.setdefault((sample.target, sample.job), []).append(sample)
+
+    def samples(self, target: str, job: str) -> list[Sample]:
+        return _ok(self.by_key.get((target, job), []))
+
+    def metric(self, target: str, job: Job) -> float | None:
+        values = [s.result.metric(job.metric) for s in self.samples(target, job.name) if s.result]
+        return _median(values)
+
+    def spread(self, target: str, job: Job) -> list[float]:
+        return [s.result.metric(job.metric) for s in self.samples(target, job.name) if s.result]
+
+    def p99(self, target: str, job: str) -> float | None:
+        return _median([s.result.p99_ns for s in self.samples(target, job) if s.result])
+
+    def cpu_per_gib(self, target: str, job: str) -> float | None:
+        values = [
+            s.daemon_cpu_s / (s.result.io_bytes / GiB)
+            for s in self.samples(target, job)
+            if s.result and s.daemon_cpu_s is not None and s.result.io_bytes
+        ]
+        return _median(values)
+
+    def ratio(self, target: str, job: Job, baseline: str) -> float | None:
+        value, base = self.metric(target, job), self.metric(baseline, job)
+        return None if value is None or not base else value / base
+
+
+def _fmt_metric(job: Job, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / MiB:,.0f} MiB/s" if job.metric == "bw" else f"{value:,.0f} IOPS"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def _fmt_us(ns: float | None) -> str:
+    if ns is None or ns == 0:
+        return "–"
+    return f"{ns / 1000:,.0f} µs" if ns >= 10_000 else f"{ns / 1000:.1f} µs"
+
+
+def _fmt_size(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+
+
+def _goals(figures: Figures, run: Run) -> list[str]:
+    lines = [
+        "| target (issue 3, point 8) | shadowfs | passthrough | nullfs | shadowfs verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for goal in GOALS:
+        job = JOBS_BY_NAME.get(goal.job)
+        if job is None or goal.job not in run.jobs:
+            continue
+        ratios = {name: figures.ratio(name, job, goal.baseline) for name in run.targets}
+        shadow = ratios.get("shadowfs")
+        if shadow is None:
+            verdict = "not measured" + (
+                f" ({run.skipped['shadowfs']})" if "shadowfs" in run.skipped else ""
+            )
+        elif shadow >= goal.ratio:
+            verdict = "**met**"
+        else:
+            verdict = "**missed**"
+            ceiling = ratios.get("nullfs")
+            if ceiling is not None and ceiling < goal.ratio:
+                verdict += f" (the null fs's direct_io ceiling is {ceiling:.2f}x)"
+        cells = [_fmt_ratio(ratios.get(name)) for name in ("shadowfs", "passthrough", "nullfs")]
+        lines.append(f"| {goal.text} | {' | '.join(cells)} | {verdict} |")
+    lines.append("")
+    lines.append(
+        "Ratios are medians of the target over medians of the baseline named in the goal; the "
+        "null fs column is the transport's ceiling when every byte crosses /dev/fuse."
+    )
+    return lines
+
+
+def _job_table(figures: Figures, run: Run, job: Job) -> list[str]:
+    lines = [
+        f"### {job.name}: {job.title}",
+        "",
+        f"Cache: {job.cache.value}. fio: "
+        + ", ".join(f"`{key}={value}`" for key, value in job.options)
+        + (", time based" if job.time_based else ", one pass over the file"),
+        "",
+        "| target | median | x native | x passthrough | p99 | daemon CPU s/GiB | rounds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for target in run.targets:
+        failures = [s for s in figures.by_key.get((target, job.name), []) if s.result is None]
+        if not figures.samples(target, job.name):
+            reason = failures[0].error if failures else run.skipped.get(target, "not run")
+            lines.append(f"| {target} | failed or skipped: {reason} | | | | | |")
+            continue
+        cpu = figures.cpu_per_gib(target, job.name)
+        spread = ", ".join(_fmt_metric(job, value) for value in figures.spread(target, job))
+        lines.append(
+            f"| {target} | {_fmt_metric(job, figures.metric(target, job))} "
+            f"| {_fmt_ratio(figures.ratio(target, job, 'native'))} "
+            f"| {_fmt_ratio(figures.ratio(target, job, 'passthrough'))} "
+            f"| {_fmt_us(figures.p99(target, job.name))} "
+            f"| {'–' if cpu is None else f'{cpu:.2f}'} | {spread} |"
+        )
+    not_cold = [s for s in run.samples if s.job == job.name and s.cold is False]
+    if not_cold:
+        lines += [
+            "",
+            "**Caches could not be dropped (not root): these 'cold' runs were not cold.**",
+        ]
+    lines.append("")
+    return lines
+
+
+def _requests(run: Run) -> list[str]:
+    lines = [
+        "## Requests the null fs received",
+        "",
+        "Size of the read and write requests reaching the daemon, summed over rounds: what the "
+        "kernel makes of each job's I/O on a `direct_io` mount.",
+        "",
+        "| job | reads (size x count) | writes (size x count) | fsyncs |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in run.jobs:
+        reads: dict[int, int] = {}
+        writes: dict[int, int] = {}
+        fsyncs = 0
+        seen = False
+        for sample in run.samples:
+            if sample.target != "nullfs" or sample.job != name or not sample.requests:
+                continue
+            seen = True
+            for key, into in (("reads", reads), ("writes", writes)):
+                histogram = sample.requests.get(key) or {}
+                assert isinstance(histogram, dict)
+                for size, count in histogram.items():
+                    into[int(size)] = into.get(int(size), 0) + int(count)
+            fsyncs += int(sample.requests.get("fsyncs", 0))  # type: ignore[call-overload]
+        if not seen:
+            continue
+
+        def top(histogram: dict[int, int]) -> str:
+            ranked = sorted(histogram.items(), key=lambda item: -item[1])[:4]
+            return ", ".join(f"{_fmt_size(size)} x {count:,}" for size, count in ranked) or "–"
+
+        lines.append(f"| {name} | {top(reads)} | {top(writes)} | {fsyncs} |")
+    lines.append("")
+    return lines
+
+
+def render(run: Run, passthrough_source: str) -> str:
+    figures = Figures(run)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run.started))
+    minutes = (run.finished - run.started) / 60
+    lines = [
+        INTRO,
+        "## Last run",
+        "",
+        f"- Command: `{run.command}`",
+        f"- Started {started}, took {minutes:.1f} min; {run.rounds} round(s); data file "
+        f"{run.size / MiB:,.0f} MiB; time-based jobs run {run.runtime:g} s.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *[f"| {key} | {value} |" for key, value in run.machine.items()],
+        "",
+        "| target | filesystem | bdi | read_ahead_kb | max_ratio | strict_limit |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in run.targets:
+        facts = run.target_facts.get(name)
+        if facts is None:
+            lines.append(f"| {name} | skipped: {run.skipped.get(name, '?')} | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {facts.get('fstype', '?')} | {facts.get('device', '?')} "
+            f"| {facts.get('read_ahead_kb', '?')} | {facts.get('max_ratio', '?')} "
+            f"| {facts.get('strict_limit', '?')} |"
+        )
+    late = {name: why for name, why in run.skipped.items() if name in run.target_facts}
+    for name, why in late.items():
+        lines.append(f"\n{name} stopped part-way: {why}")
+    lines += ["", "## Targets", "", *_goals(figures, run), "", "## Results per job", ""]
+    for name in run.jobs:
+        lines += _job_table(figures, run, JOBS_BY_NAME[name])
+    if "nullfs" in run.targets:
+        lines += _requests(run)
+    lines += [
+        "## The passthrough (bench/passthrough.py, verbatim)",
+        "",
+        "```python",
+        passthrough_source.rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
