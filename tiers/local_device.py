@@ -133,11 +133,18 @@ class LocalDevice:
     def initialise(self) -> None:
         """Create the fan-out directories (idempotent). Called before the mount answers."""
         base = self.root / EXTENTS_DIR
-        base.mkdir(exist_ok=True)
+        created = False
+        if not base.is_dir():
+            base.mkdir()
+            created = True
+        present = set(os.listdir(base))
         for i in range(FANOUT):
-            (base / f"{i:02x}").mkdir(exist_ok=True)
-        _fsync_dir(base)
-        _fsync_dir(self.root)
+            if f"{i:02x}" not in present:
+                (base / f"{i:02x}").mkdir()
+                created = True
+        if created:
+            _fsync_dir(base)
+            _fsync_dir(self.root)
 
     def close(self) -> None:
         self._closed = True
