@@ -251,6 +251,10 @@ class ShadowOperations(pyfuse3.Operations):
         node = self.ns.get(inode)
         if node.is_dir:
             raise FsError(errno.EISDIR)
+        if flags & os.O_TRUNC and node.is_reg:
+            # libfuse asks for atomic_o_trunc: the kernel then sends O_TRUNC here instead of
+            # a setattr, and only empties its own cache; the truncate is ours to do.
+            await self.data.truncate(node, 0)
         return self._open_handle(node, flags)
 
     @_translated
