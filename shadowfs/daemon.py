@@ -192,6 +192,8 @@ def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
                 "fs_free": cap.fs_free,
                 "extents": usage.copies,
                 "io_mode": device.mode.value,
+                "fs_type": device.fs_type,
+                "inline_capable": device.inline_capable,
                 "counters": device.counters.__dict__,
             }
         )
@@ -270,6 +272,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(ControlServer(socket_path, routes).serve)
             nursery.start_soon(flusher.run)
+            for device in fs.devices.values():
+                nursery.start_soon(_watch_capacity, device)
             nursery.start_soon(_on_signals, mountpoint)
             ra = raise_readahead(mountpoint, config.cache.readahead_kib)
             log.info("mounted %s on %s (readahead %s KiB)", fs.fs_uuid, mountpoint, ra)
@@ -285,6 +289,13 @@ async def serve(
             (config.state_dir / PID_NAME).unlink()
         pyfuse3.close(unmount=True)
         await fs.close()
+
+
+async def _watch_capacity(device: LocalDevice, interval: float = 1.0) -> None:
+    """Keep each device's free-space figure fresh without ever statting it on the loop."""
+    while True:
+        await device.refresh_capacity()
+        await trio.sleep(interval)
 
 
 async def request_unmount(mountpoint: Path) -> None:

@@ -41,6 +41,11 @@ from tiers.device import Capacity, DeviceError, DeviceTimeout, ExtentKey, IOMode
 
 EXTENTS_DIR = "extents"
 FANOUT = 256
+# Filesystems whose buffered reads honour RWF_NOWAIT and whose page-cache writes do not wait on
+# a remote peer. On anything else (FUSE, NFS, CIFS, ...) a "non-blocking" read can still block,
+# as a FUSE direct_io file does (measured: it ignores the flag), so such a device never runs
+# inline.
+INLINE_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
 _T = TypeVar("_T")
 
 
@@ -127,6 +132,12 @@ class LocalDevice:
         self._closing: set[int] = set()
         self._dirty_dirs: set[str] = set()
         self._closed = False
+        self._fs_free: int | None = None
+        self.fs_type = filesystem_type(self.root)
+        self.inline_capable = self.fs_type in INLINE_FILESYSTEMS
+        if not self.inline_capable:
+            self._nowait_reads = False
+            self._mode = IOMode.THREADED
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -157,7 +168,11 @@ class LocalDevice:
 
     @property
     def mode(self) -> IOMode:
-        if self._mode is IOMode.THREADED and time.monotonic() >= self._threaded_until:
+        if (
+            self._mode is IOMode.THREADED
+            and self.inline_capable
+            and time.monotonic() >= self._threaded_until
+        ):
             self._set_mode(IOMode.INLINE)
         return self._mode
 
@@ -452,8 +467,41 @@ class LocalDevice:
             pass
 
     def capacity(self, used: int) -> Capacity:
-        st = os.statvfs(self.root)
-        return Capacity(budget=self.budget, used=used, fs_free=st.f_bavail * st.f_frsize)
+        """From the free space last measured: statfs and the ENOSPC check must not wait on
+        a device that has turned slow (statvfs of a hung mount blocks like any other I/O)."""
+        if self._fs_free is None:
+            self._fs_free = _free_bytes(self.root)
+        return Capacity(budget=self.budget, used=used, fs_free=self._fs_free)
+
+    async def refresh_capacity(self) -> None:
+        """Re-measure the free space under the device, in its threads, bounded."""
+        try:
+            self._fs_free = await self._in_thread("statvfs", _free_bytes, self.root)
+        except OSError:
+            pass  # counted as an error or timeout already; keep the last figure
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path``, from mountinfo (the deepest mount that
+    contains it); "unknown" when it cannot be told."""
+    target = os.path.realpath(path)
+    best, best_type = "", "unknown"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mount_point = left.split()[4].replace("\\040", " ")
+                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, best_type = mount_point, right.split()[0]
+    except OSError:
+        pass
+    return best_type
 
 
 def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
