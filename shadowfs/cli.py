@@ -360,11 +360,13 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from shadowfs.daemon import open_filesystem
 
     config = load_config(args.config)
-    fs = open_filesystem(config, purpose="fsck")
+    repair = not args.no_repair
+    fs = open_filesystem(config, purpose="fsck", recover=False)
     try:
-        report = fsck.check(fs.store, fs.devices, repair=not args.no_repair)
-        fs.store.set_info("clean", "1")
-        fs.store.sync_files()
+        report = fsck.check(fs.store, fs.devices, repair=repair)
+        if repair:
+            fs.store.set_info("clean", "1")
+            fs.store.sync_files()
     finally:
         fs.stack.close()
     if args.json:

@@ -74,16 +74,17 @@ class Filesystem:
             self.stack.close()
 
 
-def open_filesystem(config: Config, purpose: str = "mount") -> Filesystem:
+def open_filesystem(config: Config, purpose: str = "mount", recover: bool = True) -> Filesystem:
+    """``recover=False`` (fsck --no-repair) leaves an unclean filesystem as it found it."""
     stack = contextlib.ExitStack()
     try:
-        return _open(config, purpose, stack)
+        return _open(config, purpose, stack, recover)
     except BaseException:
         stack.close()
         raise
 
 
-def _open(config: Config, purpose: str, stack: contextlib.ExitStack) -> Filesystem:
+def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bool) -> Filesystem:
     lock = StateLock(config.state_dir, purpose)
     lock.acquire()
     stack.callback(lock.release)
@@ -126,7 +127,7 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack) -> Filesyst
 
     clean = store.info("clean") == "1"
     recovery = None
-    if not clean:
+    if not clean and recover:
         log.warning("last shutdown was not clean: recovering before the mount answers")
         recovery = fsck.check(store, devices, repair=True)
         for finding in recovery.findings:
@@ -134,8 +135,9 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack) -> Filesyst
         log.warning(
             "recovery done: %d findings, %d repaired", len(recovery.findings), recovery.repaired
         )
-    store.set_info("clean", "0")
-    store.sync_files()
+    if recover:
+        store.set_info("clean", "0")
+        store.sync_files()
 
     namespace = Namespace(store)
     extents = ExtentMap(store)
