@@ -35,7 +35,11 @@ from shadowfs.namespace import Inode, Namespace, now_ns
 from tiers.device import DeviceError, ExtentKey, single_error
 from tiers.local_device import LocalDevice
 
-MAX_FILE_SIZE = 1 << 44  # 16 TiB logical
+# The kernel's own limit for a FUSE file (MAX_LFS_FILESIZE). With the writeback cache the kernel
+# accepts a buffered write into its page cache before we see it, so a lower limit of ours would
+# only turn into EIO at writeback, the data silently gone; at this one the kernel itself answers
+# EFBIG (or a short write) when the write is made.
+MAX_FILE_SIZE = (1 << 63) - 1
 
 
 @dataclass
