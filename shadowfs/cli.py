@@ -165,7 +165,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(state_dir: Path, level: str, to_stderr: bool) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / "daemon.log"
     handlers: list[logging.Handler] = [logging.FileHandler(path)]
     if to_stderr:
@@ -208,7 +208,7 @@ def _spawn_daemon(args: argparse.Namespace, config: Any, mountpoint: Path) -> in
     ]
     for o in args.options:
         cmd += ["-o", o]
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = config.state_dir / "daemon.log"
     with open(config.state_dir / "daemon.stderr", "ab") as err:
         proc = subprocess.Popen(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from typing import Any
 import trio
 
 SOCKET_NAME = "control.sock"
+log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
 
 Route = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -144,6 +146,9 @@ class ControlServer:
                 await _respond(stream, 400, {"error": f"body is not JSON: {exc}"})
             except ApiError as exc:
                 await _respond(stream, exc.status, {"error": exc.message})
+            except Exception as exc:  # a failing route must not take the daemon down
+                log.exception("control route %s %s failed", method, path)
+                await _respond(stream, 500, {"error": f"{method} {path} failed: {exc}"})
             else:
                 await _respond(stream, 200, result)
 

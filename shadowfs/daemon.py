@@ -88,6 +88,8 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
     lock = StateLock(config.state_dir, purpose)
     lock.acquire()
     stack.callback(lock.release)
+    # The metadata names every file and holds xattrs: only root may read it.
+    os.chmod(config.state_dir, 0o700)
     store = MetadataStore(config.state_dir)
     stack.callback(store.close)
 

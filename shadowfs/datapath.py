@@ -22,6 +22,7 @@ half of that file's pending work.
 from __future__ import annotations
 
 import errno
+import logging
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tiers.local_device import LocalDevice
 # only turn into EIO at writeback, the data silently gone; at this one the kernel itself answers
 # EFBIG (or a short write) when the write is made.
 MAX_FILE_SIZE = (1 << 63) - 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +71,10 @@ class DataPath:
             if name in self.usage:
                 self.usage[name] = DeviceUsage(n, b)
         self._sync_lock = trio.Lock()
+        # Inodes whose data a device failed to make durable. Linux reports a writeback error
+        # once per open file, so a retried fsync would succeed on data that never reached the
+        # disk: the failure is remembered here and every later fsync of the file says EIO.
+        self.failed_inodes: set[int] = set()
         self.durability_log: list[tuple[str, str]] | None = None
 
     def _pieces(self, offset: int, length: int) -> Iterable[tuple[int, int, int, int]]:
@@ -133,7 +139,8 @@ class DataPath:
                 try:
                     await device.write(ExtentKey(inode.ino, idx), inner, view[pos : pos + n])
                 except DeviceError as exc:
-                    raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+                    code = errno.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+                    raise FsError(code, str(exc)) from exc
                 extent.generation += 1
                 copy.generation = extent.generation
                 if inner + n > copy.length:
@@ -184,67 +191,87 @@ class DataPath:
     # ------------------------------------------------------------ truncate
 
     async def truncate(self, inode: Inode, size: int) -> None:
+        """Set the size. Shrinking changes the map first and commits it (after syncing this
+        file's pending data, as every flush does), and only then deletes or cuts the copy
+        files: a crash in between leaves files longer than the map, which recovery cuts back,
+        never a map that points at bytes already gone."""
         if size < 0 or size > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
         async with inode.lock:
+            doomed: list[tuple[ExtentKey, str]] = []
+            cuts: list[tuple[ExtentKey, str, int]] = []
             if size < inode.size:
-                await self._cut(inode, size)
+                doomed, cuts = self._plan_cut(inode, size)
             inode.size = size
             inode.mtime_ns = inode.ctime_ns = now_ns()
             self.ns.mark_dirty(inode)
+            if not (doomed or cuts):
+                return
+            await self.sync([inode.ino], durable=False)
+            try:
+                for key, device in doomed:
+                    await self.devices[device].delete(key)
+                for key, device, length in cuts:
+                    await self.devices[device].truncate(key, length)
+            except DeviceError as exc:
+                raise FsError(errno.EIO, str(exc)) from exc
 
-    async def _cut(self, inode: Inode, size: int) -> None:
-        """Drop copies wholly past ``size`` and shorten the one that straddles it, so that
-        a later extension reads zeros there."""
+    def _plan_cut(
+        self, inode: Inode, size: int
+    ) -> tuple[list[tuple[ExtentKey, str]], list[tuple[ExtentKey, str, int]]]:
+        """Drop from the map the copies wholly past ``size`` and shorten the one that
+        straddles it; return the device work that makes the files follow."""
         es = self.extent_size
         extents = self.extents.of(inode.ino)
         first_gone = -(-size // es)
+        doomed = []
         for idx in sorted(i for i in extents if i >= first_gone):
             extent = self.extents.remove(inode.ino, idx)
             assert extent is not None
-            await self._drop_copies(inode, extent)
+            doomed += [(ExtentKey(inode.ino, idx), c.device) for c in extent.copies.values()]
+            self._forget_usage(inode, extent)
+        cuts = []
         tail = size % es
         extent = extents.get(size // es) if tail else None
         if extent is not None:
+            extent.generation += 1
             for copy in extent.copies.values():
                 if copy.length > tail:
-                    try:
-                        await self.devices[copy.device].truncate(
-                            ExtentKey(inode.ino, extent.index), tail
-                        )
-                    except DeviceError as exc:
-                        raise FsError(errno.EIO, str(exc)) from exc
+                    cuts.append((ExtentKey(inode.ino, extent.index), copy.device, tail))
                     shrink = copy.length - tail
                     copy.length = tail
                     inode.allocated -= shrink
                     self.usage[copy.device].bytes -= shrink
-            extent.generation += 1
-            for copy in extent.copies.values():
                 copy.generation = extent.generation
                 self.extents.mark_written(inode.ino, extent.index, copy.device)
+        return doomed, cuts
 
-    async def _drop_copies(self, inode: Inode, extent: Extent) -> None:
+    def _forget_usage(self, inode: Inode, extent: Extent) -> None:
         for copy in extent.copies.values():
-            try:
-                await self.devices[copy.device].delete(ExtentKey(inode.ino, extent.index))
-            except DeviceError as exc:
-                raise FsError(errno.EIO, str(exc)) from exc
             inode.allocated -= copy.length
             usage = self.usage[copy.device]
             usage.bytes -= copy.length
             usage.copies -= 1
 
     async def free(self, inode: Inode) -> None:
-        """Release every copy of an inode that has no name and no user left."""
+        """Release every copy of an inode that has no name and no user left: rows first, then
+        files (a crash in between leaves orphan files, which recovery deletes)."""
         async with inode.lock:
+            doomed = []
             for idx in sorted(self.extents.of(inode.ino)):
                 extent = self.extents.remove(inode.ino, idx)
                 assert extent is not None
-                await self._drop_copies(inode, extent)
-        self.extents.drop_inode(inode.ino)
-        with self.store.transaction():
-            self.extents.delete_inode_rows(inode.ino)
-        self.ns.free(inode)
+                doomed += [(ExtentKey(inode.ino, idx), c.device) for c in extent.copies.values()]
+                self._forget_usage(inode, extent)
+            self.extents.drop_inode(inode.ino)
+            with self.store.transaction():
+                self.extents.delete_inode_rows(inode.ino)
+            self.ns.free(inode)
+            for key, device in doomed:
+                try:
+                    await self.devices[device].delete(key)
+                except DeviceError as exc:
+                    log.warning("freeing %s on %s failed (fsck will): %s", key, device, exc)
 
     # ------------------------------------------------------------ durability
 
@@ -252,6 +279,9 @@ class DataPath:
         """Ordered flush of the given inodes' pending work (all when None); see module doc."""
         async with self._sync_lock:
             inos = None if inos is None else list(inos)
+            lost = self.failed_inodes.intersection(inos or ())
+            if lost:
+                raise FsError(errno.EIO, f"inodes {sorted(lost)}: an earlier sync failed")
             batch = self.extents.take_batch(inos)
             rows = self.ns.take_dirty_rows() if inos is None else self._take_rows(inos)
             try:
@@ -269,6 +299,9 @@ class DataPath:
                 for row in rows:
                     self.ns.dirty.add(row[-1])
                 if isinstance(exc, DeviceError):
+                    self.failed_inodes.update(
+                        key.ino for keys in batch.unsynced.values() for key in keys
+                    )
                     raise FsError(errno.EIO, str(exc)) from exc
                 raise
             if batch or rows:

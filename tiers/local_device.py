@@ -269,6 +269,21 @@ class LocalDevice:
             self._closing.discard(fd)
             os.close(fd)
 
+    async def _on_fd(self, op: str, fd: int, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(fd, *args)`` in a thread with the fd pinned. After a timeout the pin is
+        kept for good: the abandoned thread may still use the fd, and closing it would let
+        the number be reused under that thread (a write landing in another file)."""
+        self._pin(fd)
+        try:
+            result = await self._in_thread(op, fn, fd, *args)
+        except DeviceTimeout:
+            raise
+        except BaseException:
+            self._unpin(fd)
+            raise
+        self._unpin(fd)
+        return result
+
     def _forget_fd(self, key: ExtentKey) -> None:
         fd = self._fds.pop(key, None)
         if fd is not None:
@@ -328,13 +343,10 @@ class LocalDevice:
         return await self._read_threaded(fd, offset, size, started)
 
     async def _read_threaded(self, fd: int, offset: int, size: int, started: float) -> bytes:
-        self._pin(fd)
         try:
-            data = await self._in_thread("read", os.pread, fd, size, offset)
+            data = await self._on_fd("read", fd, _pread, size, offset)
         except OSError as exc:
             raise self._failed("read", exc) from exc
-        finally:
-            self._unpin(fd)
         self.counters.bytes_read += len(data)
         self._account("read", started, len(data), True)
         return data
@@ -348,11 +360,7 @@ class LocalDevice:
             if self.mode is IOMode.INLINE:
                 n = _pwrite_all(fd, data, offset)
             else:
-                self._pin(fd)
-                try:
-                    n = await self._in_thread("write", _pwrite_all, fd, data, offset)
-                finally:
-                    self._unpin(fd)
+                n = await self._on_fd("write", fd, _pwrite_all, data, offset)
         except OSError as exc:
             raise self._failed("write", exc) from exc
         self.counters.bytes_written += n
@@ -363,13 +371,10 @@ class LocalDevice:
         fd, _ = await self._open(key, create=False)
         if fd is None:
             return
-        self._pin(fd)
         try:
-            await self._in_thread("truncate", os.ftruncate, fd, length)
+            await self._on_fd("truncate", fd, os.ftruncate, length)
         except OSError as exc:
             raise self._failed("truncate", exc) from exc
-        finally:
-            self._unpin(fd)
 
     async def delete(self, key: ExtentKey) -> None:
         self._forget_fd(key)
@@ -378,6 +383,10 @@ class LocalDevice:
             await self._in_thread("delete", _unlink_if_present, path)
         except OSError as exc:
             raise self._failed("delete", exc) from exc
+        finally:
+            # A sync may have opened (and cached) the copy while the unlink ran: drop that
+            # fd too, or a later write to a new copy of this key would land in the dead file.
+            self._forget_fd(key)
         self._dirty_dirs.add(os.path.dirname(path))
 
     async def sync(self, keys: Iterable[ExtentKey]) -> None:
@@ -401,7 +410,7 @@ class LocalDevice:
     async def _sync_one(self, key: ExtentKey, fd: int) -> None:
         started = time.perf_counter()
         try:
-            await self._in_thread("fsync", os.fsync, fd)
+            await self._on_fd("fsync", fd, os.fsync)
         except OSError as exc:
             raise self._failed("fsync", exc) from exc
         self.counters.syncs += 1
@@ -514,6 +523,10 @@ def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), True
     except FileExistsError:  # raced with ourselves in another thread
         return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    return os.pread(fd, size, offset)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:

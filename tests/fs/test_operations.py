@@ -285,3 +285,46 @@ async def test_bad_handles_and_inodes_are_errors_not_crashes(h: FsHarness) -> No
     with pytest.raises(pyfuse3.FUSEError) as exc:
         await h.ops.lookup(ROOT, b"a/b", CTX)
     assert errno_of(exc) == errno.ENOENT
+
+
+async def test_truncate_then_crash_keeps_the_cut_and_the_data_before_it(h: FsHarness) -> None:
+    fh, ino = await h.create(b"cut")
+    data = os.urandom(3 * MiB)
+    await h.ops.write(fh, 0, data)
+    await h.ops.fsync(fh, False)
+    await h.ops.setattr(ino, _size(MiB + 100), Fields(update_size=True), fh, CTX)
+    h.crash()  # no flush after the truncate
+    assert h.fs.recovery is not None and h.fs.recovery.data_loss == []
+    ino = await h.lookup(b"cut")
+    assert (await h.ops.getattr(ino, CTX)).st_size == MiB + 100
+    fh = await h.open(ino)
+    assert bytes(await h.ops.read(fh, 0, 3 * MiB)) == data[: MiB + 100]
+    await h.ops.release(fh)
+
+
+async def test_a_failed_device_fsync_is_reported_on_every_later_fsync(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fh, _ = await h.create(b"eio")
+    await h.ops.write(fh, 0, b"x" * 4096)
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "injected writeback error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.fsync(fh, False)
+    assert errno_of(exc) == errno.EIO
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    # the kernel would now report success on a retry: we must not
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.fsync(fh, False)
+    assert errno_of(exc) == errno.EIO
+    await h.ops.release(fh)
+
+
+def _size(n: int) -> pyfuse3.EntryAttributes:
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = n
+    return attr
