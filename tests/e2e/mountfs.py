@@ -1,0 +1,268 @@
+"""Mounting shadowfs for the end-to-end tests: a real daemon in a subprocess, on tmp_path devices.
+
+``shadowfs_mount`` (conftest.py) is a factory: ``fs = shadowfs_mount()`` writes a one-device
+config (a single device, so the "share one filesystem" warning cannot appear), starts
+``python -m shadowfs mount --foreground`` with subprocess.Popen (so the test owns the
+daemon's exact PID) and returns once the control socket answers for that PID and the
+mountpoint is a FUSE mount. ``fs.kill9()``, ``fs.remount()`` and ``fs.umount()`` drive
+crash tests.
+
+Teardown always runs, whatever the test did: ``shadowfs umount``; if the mount is still
+there, ``fusermount3 -u``; if that fails or hangs, abort the FUSE connection through fusectl
+(/sys/fs/fuse/connections/<minor>/abort) and detach lazily with ``fusermount3 -uz``; then
+SIGTERM / SIGKILL the daemon processes this fixture started (by PID, never by name).
+
+After each test the daemon log must hold no WARNING, ERROR, CRITICAL or Traceback line that
+the test did not declare with ``fs.expect_log(regex)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SHADOWFS = [sys.executable, "-m", "shadowfs"]
+MOUNT_TIMEOUT = 30.0
+_BAD_LOG = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``shadowfs ARGS`` from this checkout, captured."""
+    return subprocess.run(
+        [*SHADOWFS, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=REPO,
+    )
+
+
+def mount_entry(mountpoint: Path) -> list[str] | None:
+    """The /proc/self/mountinfo fields of the mount at ``mountpoint`` (no stat of it: a dead
+    or hung FUSE mount must not block the test process)."""
+    target = os.path.abspath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                return fields
+    return None
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    return mount_entry(mountpoint) is not None
+
+
+def _abort_connection(mountpoint: Path) -> None:
+    """Abort the FUSE connection of ``mountpoint`` through fusectl (mounting fusectl if the
+    system has not), so that a hung daemon cannot block the unmount."""
+    fields = mount_entry(mountpoint)
+    if fields is None:
+        return
+    minor = fields[2].split(":")[1]
+    conns = Path("/sys/fs/fuse/connections")
+    if not (conns / minor).exists():
+        subprocess.run(
+            ["mount", "-t", "fusectl", "fusectl", str(conns)], capture_output=True, timeout=10
+        )
+    with contextlib.suppress(OSError):
+        (conns / minor / "abort").write_text("1")
+
+
+def _run_quietly(cmd: list[str], timeout: float) -> int:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout, env=_env()).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def _wait(pred: Any, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+@dataclass
+class ShadowMount:
+    root: Path
+    config: Path
+    device: Path
+    mnt: Path
+    state_dir: Path
+    options: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    expected_log: list[re.Pattern[str]] = field(default_factory=list)
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "daemon.log"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.procs[-1]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def path(self, name: str) -> Path:
+        return self.mnt / name
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        assert not is_mounted(self.mnt), f"{self.mnt} is already mounted"
+        err = open(self.root / f"daemon-{len(self.procs)}.stderr", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [*SHADOWFS, "mount", "--foreground", str(self.config), str(self.mnt)]
+            + [a for o in self.options for a in ("-o", o)],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=_env(),
+            cwd=REPO,
+            start_new_session=True,
+        )
+        err.close()
+        self.procs.append(proc)
+        from shadowfs.control import DaemonUnreachable, MountRecord, call
+
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"daemon exited {proc.returncode} before answering: "
+                    f"{(self.root / f'daemon-{len(self.procs) - 1}.stderr').read_text()}"
+                    f"\n{self.log_tail()}"
+                )
+            record = MountRecord.find(self.mnt)
+            if record is not None and record.pid == proc.pid and is_mounted(self.mnt):
+                try:
+                    call(record.socket, "GET", "/status", timeout=5)
+                except DaemonUnreachable:
+                    pass
+                else:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"mount did not answer within {MOUNT_TIMEOUT} s\n{self.log_tail()}")
+
+    def umount(self) -> None:
+        """Clean unmount through the CLI; the daemon must exit 0."""
+        result = run_cli("umount", str(self.mnt), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert self.proc.wait(timeout=30) == 0
+        assert not is_mounted(self.mnt)
+
+    def remount(self) -> None:
+        self.start()
+
+    def kill9(self) -> None:
+        """SIGKILL our daemon, then detach its dead mount."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if is_mounted(self.mnt):
+            _run_quietly(["fusermount3", "-u", str(self.mnt)], 10)
+        if is_mounted(self.mnt):
+            _run_quietly(["fusermount3", "-uz", str(self.mnt)], 10)
+        assert not is_mounted(self.mnt)
+
+    def status(self) -> dict[str, Any]:
+        result = run_cli("status", str(self.mnt), "--json", timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def drop_caches(self) -> None:
+        """Make the next reads reach the daemon (kernel page cache and dentries dropped)."""
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+
+    # ------------------------------------------------------------ the log
+
+    def expect_log(self, pattern: str) -> None:
+        """Declare a WARNING/ERROR line this test expects in the daemon log."""
+        self.expected_log.append(re.compile(pattern))
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def unexpected_log_lines(self) -> list[str]:
+        bad = []
+        for line in self.log_text().splitlines():
+            if _BAD_LOG.search(line) and not any(p.search(line) for p in self.expected_log):
+                bad.append(line)
+        return bad
+
+    # ------------------------------------------------------------ teardown
+
+    def cleanup(self) -> None:
+        """Unmount and stop every daemon this fixture started, whatever state they are in."""
+        try:
+            if is_mounted(self.mnt):
+                alive = self.procs and self.proc.poll() is None
+                if alive:
+                    _run_quietly([*SHADOWFS, "umount", str(self.mnt), "--timeout", "20"], 30)
+                if is_mounted(self.mnt):
+                    _run_quietly(["fusermount3", "-u", str(self.mnt)], 10)
+                if is_mounted(self.mnt):
+                    _abort_connection(self.mnt)
+                    _run_quietly(["fusermount3", "-uz", str(self.mnt)], 10)
+        finally:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                        proc.wait(timeout=10)
+
+
+def write_config(
+    root: Path,
+    *,
+    capacity: str = "4 GiB",
+    extent_size: str = "1 MiB",
+    extra: str = "",
+) -> tuple[Path, Path]:
+    device = root / "dev0"
+    device.mkdir(exist_ok=True)
+    config = root / "shadowfs.toml"
+    config.write_text(
+        f'backing = "hdd0"\n'
+        f'extent_size = "{extent_size}"\n'
+        f"{extra}\n"
+        f"[[devices]]\n"
+        f'name = "hdd0"\n'
+        f'path = "{device}"\n'
+        f'class = "hdd"\n'
+        f'capacity = "{capacity}"\n'
+    )
+    return config, device
