@@ -77,6 +77,17 @@ class Run:
     target_facts: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
+    readahead_probe: list[ProbeResult] = field(default_factory=list)
+
+
+@dataclass
+class ProbeResult:
+    """A cold sequential read through the page-cache null fs at one FUSE readahead."""
+
+    read_ahead_kb: int
+    bw_bytes: float | None = None
+    requests: dict[str, object] | None = None
+    error: str | None = None
 
 
 def parse_size(text: str) -> int:
@@ -177,6 +188,48 @@ def run_one(target: Target, job: Job, round_: int, settings: Run) -> Sample:
     return sample
 
 
+PROBE_READ_AHEAD_KB = (0, 1024, 4096)  # 0: the mount's default, left as the kernel set it
+
+
+def probe_readahead(base: Path, size: int, runtime: float) -> list[ProbeResult]:
+    """How the FUSE readahead shapes buffered reads: a diagnostic, not a benchmark target.
+
+    The null fs runs in page-cache mode (no direct_io), each readahead on a fresh mount so the
+    cache is cold, and counts the read requests the kernel sends for one sequential pass.
+    """
+    target = NullTarget(
+        base / "mnt-probe", base / "logs" / "probe.log", base / "logs" / "probe.json", True
+    )
+    job = fio_jobs.JOBS_BY_NAME["seqread-cold"]
+    results = []
+    try:
+        for kb in PROBE_READ_AHEAD_KB:
+            target.start()
+            if kb:
+                target.set_read_ahead_kb(kb)
+            else:
+                kb = int(target.describe().get("read_ahead_kb", "0"))
+            probe = ProbeResult(kb)
+            target.request_sizes()
+            try:
+                probe.bw_bytes = fio_jobs.run(job, target.directory, size, runtime).bw_bytes
+            except FioError as exc:
+                probe.error = str(exc)
+            probe.requests = target.request_sizes()
+            results.append(probe)
+            print(f"readahead probe: {kb} KiB {_bw(probe.bw_bytes)}", file=sys.stderr, flush=True)
+            target.stop()
+    except (TargetUnavailable, OSError) as exc:
+        results.append(ProbeResult(0, error=str(exc)))
+    finally:
+        target.stop()
+    return results
+
+
+def _bw(bw_bytes: float | None) -> str:
+    return "failed" if bw_bytes is None else f"{bw_bytes / MiB:.1f} MiB/s"
+
+
 def _describe(sample: Sample, job: Job) -> str:
     if sample.result is None:
         return f"FAILED: {sample.error}"
@@ -206,13 +259,13 @@ def machine_facts(base: Path) -> dict[str, str]:
     return {
         "nproc": str(os.cpu_count()),
         "cpu": first("/proc/cpuinfo", "model name"),
-        "memory": first("/proc/meminfo", "MemTotal"),
+        "memory": f"{int(first('/proc/meminfo', 'MemTotal').split()[0]) / (1 << 20):.1f} GiB",
         "kernel": os.uname().release,
         "fio": fio_jobs.fio_version(),
         "python": sys.version.split()[0],
         "workdir filesystem": f"{fs.fstype} on {fs.source} ({fs.device}) at {fs.mountpoint}",
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-        "shadowfs commit": commit.strip() or "?",
+        "repository commit": commit.strip() or "?",
     }
 
 
@@ -232,7 +285,7 @@ def cleanup(base: Path, targets: list[Target]) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(settings: Run, workdir: Path) -> Run:
+def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
     base = Path(tempfile.mkdtemp(prefix="shadowfs-bench-", dir=workdir))
     settings.workdir = str(base)
     settings.machine = machine_facts(base)
@@ -275,6 +328,8 @@ def run(settings: Run, workdir: Path) -> Run:
                         file=sys.stderr,
                         flush=True,
                     )
+        if probe and "nullfs" in settings.targets:
+            settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
         settings.machine["load average at end"] = " ".join(
             Path("/proc/loadavg").read_text().split()[:3]
         )
@@ -300,12 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=_names(TARGET_NAMES), default=list(TARGET_NAMES))
     parser.add_argument("--jobs", type=_names([job.name for job in fio_jobs.JOBS]))
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument(
+        "--no-probe", action="store_true", help="skip the FUSE readahead probe (null fs)"
+    )
     args = parser.parse_args(argv)
     if "native" not in args.targets:
         parser.error("--targets must include native: every figure is a ratio to it")
     quick = args.quick
     settings = Run(
-        command="python -m bench.datapath " + shlex.join(sys.argv[1:] if argv is None else argv),
+        command=" ".join(
+            ["python -m bench.datapath", shlex.join(sys.argv[1:] if argv is None else argv)]
+        ).strip(),
         size=args.size or (64 * MiB if quick else 1 << 30),
         runtime=args.runtime or (1.0 if quick else 5.0),
         rounds=args.rounds or (1 if quick else 3),
@@ -321,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("fio") is None:
         parser.error("fio is not installed")
     signal.signal(signal.SIGTERM, _terminate)
-    run(settings, args.workdir)
+    run(settings, args.workdir, probe=not args.no_probe)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     raw = RESULTS_DIR / time.strftime("datapath-%Y%m%dT%H%M%SZ.json", time.gmtime())
     raw.write_text(json.dumps(asdict(settings), indent=1))

@@ -296,9 +296,17 @@ class NullTarget(ChildDaemonTarget):
 
     name = "nullfs"
 
-    def __init__(self, mountpoint: Path, log: Path, stats: Path) -> None:
+    def __init__(self, mountpoint: Path, log: Path, stats: Path, page_cache: bool = False) -> None:
         super().__init__(mountpoint, log)
         self.stats = stats
+        self.page_cache = page_cache  # buffered opens: for probing readahead, not a target
+
+    def set_read_ahead_kb(self, kb: int) -> None:
+        """Set this mount's FUSE readahead (its bdi's read_ahead_kb)."""
+        entry = mount_of(self.mountpoint)
+        if entry is None:
+            raise TargetUnavailable("nullfs is not mounted")
+        Path(f"/sys/class/bdi/{entry.device}/read_ahead_kb").write_text(f"{kb}\n")
 
     def _mount(self) -> None:
         super()._mount()
@@ -315,6 +323,7 @@ class NullTarget(ChildDaemonTarget):
             str(self.mountpoint),
             "--stats",
             str(self.stats),
+            *(["--page-cache"] if self.page_cache else []),
         ]
 
     def _read_stats(self) -> dict[str, object] | None:
