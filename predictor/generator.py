@@ -111,13 +111,15 @@ def generate_fleet(
     """A fleet with one device per entry of `kinds`, split evenly over `classes`."""
     rng = np.random.default_rng(seed)
     n = len(kinds)
+    # Short traces (cost measurements) still get their events, after half the trace.
+    earliest = min(EVENT_EARLIEST_S, duration_s / 2)
     times = np.arange(interval_s, duration_s + interval_s / 2, interval_s)
     steps = len(times)
     if surge_all is None:
         surge_all = bool(rng.random() < 0.5)
     fleet_surge = None
     if surge_all:
-        start = rng.uniform(EVENT_EARLIEST_S, duration_s - 3600)
+        start = rng.uniform(earliest, duration_s - 3600)
         fleet_surge = (start, start + rng.uniform(1200, 3600), rng.uniform(1.5, 2.0))
     day_phase = rng.uniform(0, 2 * math.pi)
     daily = 1.0 + 0.35 * np.sin(2 * math.pi * times / DAY_S + day_phase)
@@ -148,7 +150,7 @@ def generate_fleet(
         error_rate_per_min = np.full(steps, 1.0 / 1440.0)  # healthy: about one error a day
         if kind in (Kind.CREEP, Kind.ERROR_GROWTH):
             window = rng.uniform(2 * 3600, 8 * 3600)
-            onset = float(rng.uniform(EVENT_EARLIEST_S, duration_s - window - 600))
+            onset = float(rng.uniform(earliest, duration_s - window - 600))
             end = onset + window
             u = np.clip((times - onset) / window, 0.0, 1.0)
             if kind is Kind.CREEP:
@@ -158,22 +160,22 @@ def generate_fleet(
                 error_rate_per_min = np.where(times >= onset, growing, error_rate_per_min)
                 latency_mult = 1.0 + 0.3 * u
         elif kind is Kind.FAIL_SLOW:
-            onset = float(rng.uniform(EVENT_EARLIEST_S, duration_s - 3600))
+            onset = float(rng.uniform(earliest, duration_s - 3600))
             factor = float(math.exp(rng.uniform(math.log(2.0), math.log(10.0))))
             latency_mult = np.where(times >= onset, factor, 1.0)
         elif kind is Kind.SUDDEN_DEATH:
-            onset = end = float(rng.uniform(EVENT_EARLIEST_S, duration_s - 600))
+            onset = end = float(rng.uniform(earliest, duration_s - 600))
         elif kind is Kind.SURGE_ONE:
-            onset = float(rng.uniform(EVENT_EARLIEST_S, duration_s - 3600))
+            onset = float(rng.uniform(earliest, duration_s - 3600))
             end = onset + float(rng.uniform(1200, 3600))
             factor = float(rng.uniform(1.5, 2.0))
             load = load * np.where((times >= onset) & (times < end), factor, 1.0)
         elif kind is Kind.SPIKE:
-            onset = float(times[rng.integers(int(EVENT_EARLIEST_S / interval_s), steps)])
+            onset = float(times[rng.integers(int(earliest / interval_s), steps)])
             end = onset
             latency_mult = np.where(times == onset, 20.0, 1.0)
         elif kind is Kind.HICCUP:
-            onset = float(rng.uniform(EVENT_EARLIEST_S, duration_s - 600))
+            onset = float(rng.uniform(earliest, duration_s - 600))
             end = onset + float(rng.uniform(60, 120))
             factor = float(rng.uniform(3, 8))
             latency_mult = np.where((times >= onset) & (times < end), factor, 1.0)

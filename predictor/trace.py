@@ -157,7 +157,9 @@ def group_by_time(samples: Iterable[Sample]) -> Iterator[tuple[float, list[Sampl
 def _format_number(value: float) -> str:
     if math.isnan(value):
         return ""
-    return f"{value:.6g}"
+    # repr is the shortest text that reads back as the same float: a replayed trace scores
+    # exactly as the live samples it was exported from.
+    return repr(float(value))
 
 
 def format_trace(samples: Iterable[Sample], with_class: bool = True) -> str:
@@ -167,7 +169,7 @@ def format_trace(samples: Iterable[Sample], with_class: bool = True) -> str:
     writer.writerow((*COLUMNS, "class") if with_class else COLUMNS)
     for s in samples:
         row = [
-            f"{s.time_s:.10g}",
+            _format_number(s.time_s),
             s.device,
             _format_number(s.read_p99_ms),
             _format_number(s.write_p99_ms),
