@@ -339,6 +339,23 @@ def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
     return settings
 
 
+def load(path: Path) -> Run:
+    """A run saved in bench/results/ (its raw JSON), to re-render without measuring again."""
+    record = json.loads(path.read_text())
+    samples = [
+        Sample(**{**sample, "result": FioResult(**sample["result"]) if sample["result"] else None})
+        for sample in record.pop("samples")
+    ]
+    probes = [ProbeResult(**probe) for probe in record.pop("readahead_probe", [])]
+    return Run(**record, samples=samples, readahead_probe=probes)
+
+
+def write_report(settings: Run, out: Path) -> None:
+    passthrough_source = (REPO / "bench" / "passthrough.py").read_text()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(settings, passthrough_source))
+
+
 def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that unmount
 
@@ -356,12 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=_names([job.name for job in fio_jobs.JOBS]))
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     parser.add_argument(
+        "--render", type=Path, metavar="RAW_JSON", help="only re-render a saved run's report"
+    )
+    parser.add_argument(
         "--no-probe", action="store_true", help="skip the FUSE readahead probe (null fs)"
     )
     args = parser.parse_args(argv)
     if "native" not in args.targets:
         parser.error("--targets must include native: every figure is a ratio to it")
     quick = args.quick
+    # Quick runs are smoke tests: they must not overwrite the committed report by default.
+    default_out = RESULTS_DIR / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md"
+    out = args.out or default_out
+    if args.render:
+        write_report(load(args.render), out)
+        print(f"wrote {out} from {args.render}", file=sys.stderr)
+        return 0
     settings = Run(
         command=" ".join(
             ["python -m bench.datapath", shlex.join(sys.argv[1:] if argv is None else argv)]
@@ -374,20 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.rounds < 1:
         parser.error("--rounds must be at least 1")
-    # Quick runs are smoke tests: they must not overwrite the committed report by default.
-    out = args.out or (
-        RESULTS_DIR / "benchmarks-quick.md" if quick else REPO / "docs" / "benchmarks.md"
-    )
     if shutil.which("fio") is None:
         parser.error("fio is not installed")
     signal.signal(signal.SIGTERM, _terminate)
     run(settings, args.workdir, probe=not args.no_probe)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    raw = RESULTS_DIR / time.strftime("datapath-%Y%m%dT%H%M%SZ.json", time.gmtime())
+    # The raw samples go beside an explicitly named report, else into bench/results/.
+    raw = (
+        args.out.with_suffix(".json")
+        if args.out
+        else RESULTS_DIR / time.strftime("datapath-%Y%m%dT%H%M%SZ.json", time.gmtime())
+    )
+    raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(asdict(settings), indent=1))
-    passthrough_source = (REPO / "bench" / "passthrough.py").read_text()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(settings, passthrough_source))
+    write_report(settings, out)
     print(f"wrote {out} (raw samples: {raw})", file=sys.stderr)
     return 0
 

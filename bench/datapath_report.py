@@ -57,7 +57,34 @@ written by that command; edit the introduction in bench/datapath_report.py.
   so its O_DIRECT figures can come from the backing page cache while native O_DIRECT goes to the
   disk. That is why the O_DIRECT targets compare shadowfs with the passthrough, not with native.
 - **Noise**: the machine's two cores are shared with other work; the load average at the start
-  and end of the run is recorded below. Read small differences (a few %) as noise.
+  and end of the run is recorded below, and every round's figure is listed beside the median.
+  The disk behind /dev/vda varies a lot from minute to minute (native sequential write with
+  fsync has measured anywhere from 280 to 1,200 MiB/s on the same file), so read differences
+  of tens of percent between single rounds as noise, and trust the medians only as far as the
+  rounds agree.
+
+## What the FUSE transport does on this machine
+
+Measured with the null fs (its request histograms are in the tables at the end); facts that
+hold whatever the figures of one run:
+
+- **One request costs about 40–80 µs** round trip through pyfuse3 even when the daemon does
+  nothing: 4 KiB I/O through the null fs tops out around 15–30k requests/s, at queue depth 1
+  or 16 alike (one trio thread serves them all). Anything that must reach the daemon per 4 KiB
+  is bounded there; page-cache hits never reach it.
+- **`direct_io` request sizes follow the application's buffer alignment.** A 1 MiB read or
+  write from a page-aligned buffer arrives as one 1 MiB request; from a buffer that is not
+  page aligned (fio's default, and glibc malloc's for large buffers, which sit 16 bytes into a
+  page) it arrives as two requests, 1,048,560 + 16 bytes, because a request carries at most 256
+  pages. Writes never arrive larger than 1 MiB.
+- **Buffered reads are shaped by the FUSE readahead** (the mount's bdi
+  `/sys/class/bdi/0:N/read_ahead_kb`, default 128): at the default they arrive as 256 KiB
+  requests; at 1024 as 1 MiB requests; beyond that they stay 1 MiB (the 256-page cap), so a
+  larger readahead only reads further ahead. The backing ext4 disk's own readahead here is
+  8 MiB. The harness changes no target's readahead; see the probe table at the end.
+- **FUSE mounts get `max_ratio` 1 and `strict_limit` 1** on their bdi: with the writeback
+  cache on, a FUSE mount may hold only a small share of the dirty-page limit before writers are
+  throttled, unlike the backing ext4 (100, 0). Both are writable in sysfs per mount.
 """
 
 
