@@ -147,6 +147,13 @@ def _fmt_us(ns: float | None) -> str:
     return f"{ns / 1000:,.0f} µs" if ns >= 10_000 else f"{ns / 1000:.1f} µs"
 
 
+def _fmt_p99(figures: Figures, target: str, job: str) -> str:
+    p99, native = figures.p99(target, job), figures.p99("native", job)
+    if not p99 or not native or target == "native":
+        return _fmt_us(p99)
+    return f"{_fmt_us(p99)} ({p99 / native:.1f}x)"
+
+
 def _fmt_size(size: int) -> str:
     return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
 
@@ -194,7 +201,8 @@ def _job_table(figures: Figures, run: Run, job: Job) -> list[str]:
         + ", ".join(f"`{key}={value}`" for key, value in job.options)
         + (", time based" if job.time_based else ", one pass over the file"),
         "",
-        "| target | median | x native | x passthrough | p99 | daemon CPU s/GiB | rounds |",
+        "| target | median | x native | x passthrough | p99 (x native) | daemon CPU s/GiB "
+        "| rounds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for target in run.targets:
@@ -209,7 +217,7 @@ def _job_table(figures: Figures, run: Run, job: Job) -> list[str]:
             f"| {target} | {_fmt_metric(job, figures.metric(target, job))} "
             f"| {_fmt_ratio(figures.ratio(target, job, 'native'))} "
             f"| {_fmt_ratio(figures.ratio(target, job, 'passthrough'))} "
-            f"| {_fmt_us(figures.p99(target, job.name))} "
+            f"| {_fmt_p99(figures, target, job.name)} "
             f"| {'–' if cpu is None else f'{cpu:.2f}'} | {spread} |"
         )
     not_cold = [s for s in run.samples if s.job == job.name and s.cold is False]
