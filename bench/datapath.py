@@ -269,6 +269,21 @@ def machine_facts(base: Path) -> dict[str, str]:
     }
 
 
+def keep_daemon_log(target: ShadowfsTarget, settings: Run) -> None:
+    """Copy shadowfs's log out of the work directory and count what it complained about."""
+    log = target.state_dir / "daemon.log"
+    if not log.exists():
+        return
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    kept = RESULTS_DIR / time.strftime("datapath-%Y%m%dT%H%M%SZ-shadowfs.log", time.gmtime())
+    shutil.copyfile(log, kept)
+    text = log.read_text(errors="replace")
+    facts = settings.target_facts.setdefault(target.name, {})
+    facts["daemon log"] = (
+        f"{text.count('WARNING')} WARNING, {text.count('ERROR')} ERROR lines (kept in {kept})"
+    )
+
+
 def cleanup(base: Path, targets: list[Target]) -> None:
     """Stop every target; remove the work directory only if nothing is mounted inside it."""
     for target in targets:
@@ -334,6 +349,12 @@ def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
             Path("/proc/loadavg").read_text().split()[:3]
         )
     finally:
+        for target in targets:
+            if isinstance(target, ShadowfsTarget):
+                try:
+                    target.stop()  # first, so that the log includes the unmount
+                finally:
+                    keep_daemon_log(target, settings)
         cleanup(base, targets)
         settings.finished = time.time()
     return settings

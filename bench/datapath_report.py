@@ -335,6 +335,9 @@ def render(run: Run, passthrough_source: str) -> str:
             f"| {facts.get('read_ahead_kb', '?')} | {facts.get('max_ratio', '?')} "
             f"| {facts.get('strict_limit', '?')} |"
         )
+    for name, facts in run.target_facts.items():
+        if "daemon log" in facts:
+            lines.append(f"\n{name} daemon log: {facts['daemon log']}")
     late = {name: why for name, why in run.skipped.items() if name in run.target_facts}
     for name, why in late.items():
         lines.append(f"\n{name} stopped part-way: {why}")
