@@ -2,6 +2,11 @@
 
     python -m bench.datapath [--quick] [--rounds N] [--size 1G] [--runtime S] [--out FILE]
                              [--targets native,shadowfs,passthrough,nullfs] [--jobs a,b]
+                             [--workdir /var/tmp] [--no-probe]
+    python -m bench.datapath --render bench/results/datapath-<time>.json   # report only
+
+`--quick` (64 MiB, one round, 1 s jobs) is a smoke run; it writes
+bench/results/benchmarks-quick.md unless --out says otherwise, never docs/benchmarks.md.
 
 Every round runs every job on every target before the next job starts, the targets'
 order rotating each round, so that all targets see the same machine (2 shared cores, a
@@ -22,6 +27,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +97,7 @@ class ProbeResult:
 
 
 def parse_size(text: str) -> int:
+    """'1G', '256MiB', '64m' as bytes (binary units), at least 4 MiB."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     number = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = number[-1] if number and number[-1] in units else ""
@@ -103,7 +110,9 @@ def parse_size(text: str) -> int:
     return value
 
 
-def _names(allowed: tuple[str, ...] | list[str]):  # type: ignore[no-untyped-def]
+def _names(allowed: tuple[str, ...] | list[str]) -> Callable[[str], list[str]]:
+    """An argparse type for a comma-separated subset of *allowed*."""
+
     def parse(text: str) -> list[str]:
         names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in allowed]

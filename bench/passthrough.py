@@ -24,10 +24,10 @@ import trio
 T = TypeVar("T")
 
 
-def _os(call: Callable[..., T], *args: object) -> T:
+def _os(call: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run one os call, turning its OSError into the FUSEError the kernel expects."""
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except OSError as exc:
         raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
