@@ -140,9 +140,9 @@ def _check_mountpoint(mountpoint: Path) -> Path:
 
 
 def _is_mounted(mountpoint: Path) -> bool:
-    target = os.path.abspath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+    from tiers.mounts import find_mount
+
+    return find_mount(os.path.abspath(mountpoint)) is not None
 
 
 def _fuse_options(raw: list[str]) -> list[str]:

@@ -32,13 +32,15 @@ from shadowfs.flusher import Flusher
 from shadowfs.metadata import FORMAT_VERSION, MetadataStore
 from shadowfs.namespace import Namespace
 from shadowfs.operations import ShadowOperations, Timeouts
-from shadowfs.ownership import FsIdentity, StateLock, claim_devices
+from shadowfs.ownership import FsIdentity, OwnershipError, StateLock, claim_devices
 from tiers.local_device import IOPolicy, LocalDevice
+from tiers.mounts import find_mount
 
 log = logging.getLogger(__name__)
 
 LOG_NAME = "daemon.log"
 PID_NAME = "daemon.pid"
+MAX_FUSE_TASKS = 512
 
 
 @dataclass
@@ -94,6 +96,8 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
     stack.callback(store.close)
 
     stored = _stored_identity(store)
+    if stored is None and purpose == "fsck":
+        raise OwnershipError(f"no shadowfs metadata in {config.state_dir}: nothing to check")
     known = frozenset(r[0] for r in store.db.execute("SELECT name FROM devices"))
     claim = claim_devices(config, stored, known)
     for warning in claim.warnings:
@@ -115,6 +119,7 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
         threads=config.io.threads_per_device,
         slow_threshold_s=config.io.slow_threshold_ms / 1000.0,
         clean_period_s=config.io.clean_period_s,
+        error_threshold=config.io.error_threshold,
     )
     devices: dict[str, LocalDevice] = {}
     for dev in config.devices:
@@ -229,13 +234,10 @@ def mount_options(extra: list[str]) -> set[str]:
 def _bdi_of(mountpoint: Path) -> str | None:
     """major:minor of the FUSE connection at ``mountpoint``, from mountinfo (a stat of the
     mountpoint would ask this very daemon, which is not serving yet)."""
-    target = os.path.abspath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == target and " - fuse" in line:
-                return fields[2]
-    return None
+    entry = find_mount(os.path.abspath(mountpoint))
+    if entry is None or not entry.fs_type.startswith("fuse"):
+        return None
+    return entry.major_minor
 
 
 def raise_readahead(mountpoint: Path, kib: int) -> int | None:
@@ -285,7 +287,9 @@ async def serve(
             (config.state_dir / PID_NAME).write_text(str(os.getpid()))
             if on_ready is not None:
                 on_ready()
-            await pyfuse3.main()
+            # More request tasks than pyfuse3's default 99, so that requests waiting on a
+            # slow device do not leave none free for the rest of the mount.
+            await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
             nursery.cancel_scope.cancel()
     finally:
         record.remove()

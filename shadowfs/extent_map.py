@@ -130,6 +130,11 @@ class ExtentMap:
         self._removed.pop(ino, None)
         self._unsynced.pop(ino, None)
 
+    def evict(self, ino: int) -> None:
+        """Forget a clean inode's map; it is loaded again on next use."""
+        if not self.has_pending(ino):
+            self._files.pop(ino, None)
+
     def delete_inode_rows(self, ino: int) -> None:
         self.db.execute("DELETE FROM extents WHERE ino=?", (ino,))
         self.db.execute("DELETE FROM copies WHERE ino=?", (ino,))

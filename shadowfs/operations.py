@@ -113,6 +113,15 @@ class ShadowOperations(pyfuse3.Operations):
         except KeyError:
             raise FsError(errno.EBADF, f"no handle {fh}") from None
 
+    def _evict(self, inode: Inode) -> None:
+        """Drop a forgotten inode from the caches so memory follows the kernel's working set;
+        one with unflushed changes stays until a later forget finds it clean."""
+        ino = inode.ino
+        if ino in self.ns.dirty or self.data.extents.has_pending(ino) or inode.lock.locked():
+            return
+        self.ns.inodes.pop(ino, None)
+        self.data.extents.evict(ino)
+
     async def _maybe_free(self, inode: Inode) -> None:
         if inode.nlink == 0 and inode.lookups <= 0 and inode.open_handles <= 0:
             await self.data.free(inode)
@@ -132,7 +141,10 @@ class ShadowOperations(pyfuse3.Operations):
             if inode is None:
                 continue
             inode.lookups -= nlookup
-            await self._maybe_free(inode)
+            if inode.nlink == 0:
+                await self._maybe_free(inode)
+            elif inode.lookups <= 0 and inode.open_handles <= 0:
+                self._evict(inode)
 
     @_translated
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

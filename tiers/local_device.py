@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import trio
 
 from tiers.device import Capacity, DeviceError, DeviceTimeout, ExtentKey, IOMode, single_error
+from tiers.mounts import mount_entries
 
 EXTENTS_DIR = "extents"
 FANOUT = 256
@@ -75,6 +76,7 @@ class IOPolicy:
     threads: int = 8
     slow_threshold_s: float = 0.050
     clean_period_s: float = 60.0
+    error_threshold: int = 1
     max_open_files: int = 512
 
 
@@ -126,6 +128,8 @@ class LocalDevice:
         self._limiter = trio.CapacityLimiter(self.policy.threads)
         self._mode = IOMode.INLINE
         self._threaded_until = 0.0
+        self._recent_errors = 0
+        self.last_mode_reason = ""
         self._nowait_reads = True
         self._fds: OrderedDict[ExtentKey, int] = OrderedDict()
         self._pins: dict[int, int] = {}
@@ -174,6 +178,7 @@ class LocalDevice:
             and time.monotonic() >= self._threaded_until
         ):
             self._set_mode(IOMode.INLINE)
+            self._recent_errors = 0
         return self._mode
 
     def force_threaded(self, reason: str) -> None:
@@ -198,7 +203,9 @@ class LocalDevice:
 
     def _failed(self, op: str, exc: BaseException) -> DeviceError:
         self.counters.errors += 1
-        self.force_threaded(f"{op} failed: {exc}")
+        self._recent_errors += 1
+        if self._recent_errors >= self.policy.error_threshold:
+            self.force_threaded(f"{op} failed: {exc}")
         if self.recorder is not None:
             self.recorder(op + "_error", 0.0, 0, True)
         if isinstance(exc, DeviceError):
@@ -487,7 +494,7 @@ class LocalDevice:
         try:
             self._fs_free = await self._in_thread("statvfs", _free_bytes, self.root)
         except OSError:
-            pass  # counted as an error or timeout already; keep the last figure
+            pass  # a timeout is counted by _in_thread; keep the last figure either way
 
 
 def _free_bytes(path: Path) -> int:
@@ -496,18 +503,16 @@ def _free_bytes(path: Path) -> int:
 
 
 def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path``, from mountinfo (the deepest mount that
-    contains it); "unknown" when it cannot be told."""
+    """The type of the filesystem holding ``path``: that of the deepest mount containing it,
+    "unknown" when it cannot be told."""
     target = os.path.realpath(path)
     best, best_type = "", "unknown"
     try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                mount_point = left.split()[4].replace("\\040", " ")
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best):
-                    best, best_type = mount_point, right.split()[0]
+        for entry in mount_entries():
+            mp = entry.mount_point
+            inside = target == mp or target.startswith(mp.rstrip("/") + "/")
+            if inside and len(mp) >= len(best):
+                best, best_type = mp, entry.fs_type
     except OSError:
         pass
     return best_type
