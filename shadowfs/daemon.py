@@ -281,8 +281,8 @@ async def serve(
             for device in fs.devices.values():
                 nursery.start_soon(_watch_capacity, device)
             nursery.start_soon(_on_signals, mountpoint)
-            ra = raise_readahead(mountpoint, config.cache.readahead_kib)
-            log.info("mounted %s on %s (readahead %s KiB)", fs.fs_uuid, mountpoint, ra)
+            log.info("mounted %s on %s", fs.fs_uuid, mountpoint)
+            nursery.start_soon(_raise_readahead_after_init, mountpoint, config.cache.readahead_kib)
             record.write()
             (config.state_dir / PID_NAME).write_text(str(os.getpid()))
             if on_ready is not None:
@@ -297,6 +297,15 @@ async def serve(
             (config.state_dir / PID_NAME).unlink()
         pyfuse3.close(unmount=True)
         await fs.close()
+
+
+async def _raise_readahead_after_init(mountpoint: Path, kib: int) -> None:
+    """The kernel sets the mount's readahead from the FUSE INIT reply, after pyfuse3.init
+    returns; a value written before that is overwritten. A stat of the mountpoint (from a
+    thread: it is served by this very loop) returns only once INIT is done."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    ra = raise_readahead(mountpoint, kib)
+    log.info("FUSE readahead of %s set to %s KiB", mountpoint, ra)
 
 
 async def _watch_capacity(device: LocalDevice, interval: float = 1.0) -> None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
@@ -42,6 +43,24 @@ from tiers.local_device import LocalDevice
 # EFBIG (or a short write) when the write is made.
 MAX_FILE_SIZE = (1 << 63) - 1
 log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _held(lock: trio.Lock) -> AsyncIterator[None]:
+    """Hold ``lock``, taking it without a trip through the scheduler when it is free.
+
+    trio.Lock.acquire is a checkpoint even uncontended; on the per-write path that scheduler
+    round trip cost more than the pwrite itself (measured). Code between two awaits is atomic
+    under trio, so the fast path is as safe as the slow one.
+    """
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass
@@ -127,7 +146,7 @@ class DataPath:
         if offset < 0 or end > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG, f"write ending at {end} beyond {MAX_FILE_SIZE}")
         view = memoryview(data)
-        async with inode.lock:
+        async with _held(inode.lock):
             self._reserve(inode.ino, offset, len(data))
             extents = self.extents.of(inode.ino)
             for idx, inner, n, pos in self._pieces(offset, len(data)):
@@ -197,7 +216,7 @@ class DataPath:
         never a map that points at bytes already gone."""
         if size < 0 or size > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
-        async with inode.lock:
+        async with _held(inode.lock):
             doomed: list[tuple[ExtentKey, str]] = []
             cuts: list[tuple[ExtentKey, str, int]] = []
             if size < inode.size:
@@ -256,7 +275,7 @@ class DataPath:
     async def free(self, inode: Inode) -> None:
         """Release every copy of an inode that has no name and no user left: rows first, then
         files (a crash in between leaves orphan files, which recovery deletes)."""
-        async with inode.lock:
+        async with _held(inode.lock):
             doomed = []
             for idx in sorted(self.extents.of(inode.ino)):
                 extent = self.extents.remove(inode.ino, idx)
