@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,23 @@ def shadowfs_mount(tmp_path: Path) -> Iterator[Any]:
     if not os.path.exists("/dev/fuse"):
         pytest.skip("no /dev/fuse")
 
-    def make(options: list[str] | None = None, **kwargs: Any) -> ShadowMount:
+    def make(
+        options: list[str] | None = None, tmpfs_device: str | None = None, **kwargs: Any
+    ) -> ShadowMount:
+        """``tmpfs_device="16m"`` puts the device on its own small tmpfs (a real filesystem
+        that fills up), with the state directory outside it."""
         root = tmp_path / f"fs{len(mounts)}"
         root.mkdir()
+        state_dir = None
+        if tmpfs_device is not None:
+            (root / "dev0").mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_device}", "e2e", str(root / "dev0")],
+                check=True,
+                timeout=10,
+            )
+            tmpfs.append(root / "dev0")
+            state_dir = kwargs["state_dir"] = root / "state"
         config, device = write_config(root, **kwargs)
         mnt = root / "mnt"
         mnt.mkdir()
@@ -30,7 +45,7 @@ def shadowfs_mount(tmp_path: Path) -> Iterator[Any]:
             config=config,
             device=device,
             mnt=mnt,
-            state_dir=device / ".shadowfs-state",
+            state_dir=state_dir or device / ".shadowfs-state",
             options=list(options or []),
         )
         mounts.append(fs)
@@ -38,6 +53,7 @@ def shadowfs_mount(tmp_path: Path) -> Iterator[Any]:
         return fs
 
     failed: list[str] = []
+    tmpfs: list[Path] = []
     try:
         yield make
     finally:
@@ -45,6 +61,9 @@ def shadowfs_mount(tmp_path: Path) -> Iterator[Any]:
             fs.cleanup()
             if is_mounted(fs.mnt):
                 failed.append(f"{fs.mnt} is still mounted after cleanup")
+        for path in tmpfs:
+            if subprocess.run(["umount", str(path)], timeout=30).returncode != 0:
+                subprocess.run(["umount", "-l", str(path)], timeout=30)
     for fs in mounts:
         bad = fs.unexpected_log_lines()
         if bad:

@@ -176,10 +176,15 @@ class ShadowMount:
     def remount(self) -> None:
         self.start()
 
-    def kill9(self) -> None:
-        """SIGKILL our daemon, then detach its dead mount."""
+    def kill9(self, detach: bool = True) -> None:
+        """SIGKILL our daemon, then (unless ``detach`` is false) detach its dead mount."""
         os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        if detach:
+            self.detach()
+
+    def detach(self) -> None:
+        """Unmount the dead mount of a killed daemon."""
         if is_mounted(self.mnt):
             _run_quietly(["fusermount3", "-u", str(self.mnt)], 10)
         if is_mounted(self.mnt):
@@ -251,6 +256,7 @@ def write_config(
     capacity: str = "4 GiB",
     extent_size: str = "1 MiB",
     extra: str = "",
+    state_dir: Path | None = None,
 ) -> tuple[Path, Path]:
     device = root / "dev0"
     device.mkdir(exist_ok=True)
@@ -258,7 +264,8 @@ def write_config(
     config.write_text(
         f'backing = "hdd0"\n'
         f'extent_size = "{extent_size}"\n'
-        f"{extra}\n"
+        + (f'state_dir = "{state_dir}"\n' if state_dir is not None else "")
+        + f"{extra}\n"
         f"[[devices]]\n"
         f'name = "hdd0"\n'
         f'path = "{device}"\n'

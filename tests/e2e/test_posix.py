@@ -44,9 +44,9 @@ def rand(n: int) -> bytes:
     return os.urandom(n)
 
 
-def errno_of(fn: Any, *args: Any) -> int:
+def errno_of(fn: Any, *args: Any, **kwargs: Any) -> int:
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except OSError as exc:
         return exc.errno or 0
     return 0
@@ -898,3 +898,196 @@ def test_copy_file_range_copies_the_right_bytes(fs: ShadowMount) -> None:
     assert dst.read_bytes() == data
     cycle(fs)
     assert dst.read_bytes() == data
+
+
+def test_statfs_is_capped_by_the_real_free_space_and_a_full_device_is_enospc(
+    shadowfs_mount: Any,
+) -> None:
+    """A budget larger than the filesystem under the device: statfs reports what is really
+    free there, and filling it gives ENOSPC (at the write or at fsync, never silence)."""
+    fs = shadowfs_mount(tmpfs_device="16m", capacity="1 GiB")
+    st = os.statvfs(fs.mnt)
+    assert 15 * MiB <= st.f_blocks * st.f_frsize <= 16 * MiB
+    assert 15 * MiB <= st.f_bavail * st.f_frsize <= 16 * MiB
+    p = fs.path("fill")
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    err = 0
+    try:
+        for _ in range(24):
+            os.write(fd, rand(MiB))
+        os.fsync(fd)
+    except OSError as exc:
+        err = exc.errno or 0
+    finally:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            err = err or exc.errno or 0
+    assert err == errno.ENOSPC
+    # the free space is measured in the background (about once a second)
+    assert _wait_for(lambda: os.statvfs(fs.mnt).f_bavail * st.f_frsize <= MiB, 5)
+    os.unlink(p)
+    assert _wait_for(lambda: os.statvfs(fs.mnt).f_bavail * st.f_frsize >= 15 * MiB, 5)
+    data = rand(2 * MiB)
+    with open(fs.path("after"), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    cycle(fs)
+    assert fs.path("after").read_bytes() == data
+    assert os.listdir(fs.mnt) == ["after"]
+
+
+def test_times_after_writes_are_stable_across_remount(fs: ShadowMount) -> None:
+    """With the writeback cache the kernel keeps mtime/ctime while the daemon sets its own
+    when the data arrives: what stat showed before unmounting is what it shows after."""
+    synced, unsynced, touched = fs.path("synced"), fs.path("unsynced"), fs.path("touched")
+    for p in (synced, unsynced, touched):
+        p.write_bytes(rand(3 * MiB))
+    time.sleep(0.05)
+    with open(synced, "r+b") as f:
+        f.seek(100)
+        f.write(b"x" * 5000)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(unsynced, "r+b") as f:
+        f.seek(2 * MiB)
+        f.write(b"y" * 70_000)
+    os.utime(touched, ns=(10**9, 10**9))
+    with open(touched, "r+b") as f:
+        f.write(b"z")
+    time.sleep(0.3)  # the daemon receives the dirty pages after the writes returned
+    before = {p.name: p.stat() for p in (synced, unsynced, touched)}
+    assert before["touched"].st_mtime_ns > 10**9
+    cycle(fs)
+    for p in (synced, unsynced, touched):
+        st = p.stat()
+        b = before[p.name]
+        assert (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            b.st_size,
+            b.st_mtime_ns,
+            b.st_ctime_ns,
+        ), p.name
+
+
+def test_mmap_shared_writes_persist(fs: ShadowMount) -> None:
+    p = fs.path("m")
+    p.write_bytes(bytes(2 * MiB))
+    with open(p, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        m[100:200] = b"y" * 100
+        m[MiB - 2 : MiB + 3] = b"hello"
+        m.flush()
+    cycle(fs)
+    data = p.read_bytes()
+    assert data[100:200] == b"y" * 100 and data[MiB - 2 : MiB + 3] == b"hello"
+    assert data.count(0) == 2 * MiB - 105
+
+
+def test_concurrent_writers_to_one_file(fs: ShadowMount) -> None:
+    p = fs.path("shared")
+    p.write_bytes(b"")
+    writers, chunk, chunks = 4, 48 * KiB, 96
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            fd = os.open(p, os.O_WRONLY | (os.O_DIRECT if k % 2 else 0))
+            buf = mmap.mmap(-1, chunk)
+            buf.write(bytes([k + 1]) * chunk)
+            for i in range(k, chunks, writers):
+                os.pwrite(fd, buf, i * chunk)
+            os.close(fd)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    want = b"".join(bytes([i % writers + 1]) * chunk for i in range(chunks))
+    assert p.read_bytes() == want
+    cycle(fs)
+    assert p.read_bytes() == want
+
+
+def test_directory_move_updates_dotdot_and_link_counts(fs: ShadowMount) -> None:
+    m = fs.mnt
+    (m / "a" / "b" / "c").mkdir(parents=True)
+    (m / "z").mkdir()
+    os.rename(m / "a" / "b", m / "z" / "b")
+    cycle(fs)
+    assert os.stat(m / "z" / "b" / "..").st_ino == os.stat(m / "z").st_ino
+    assert os.stat(m / "z" / "b" / "c" / "..").st_ino == os.stat(m / "z" / "b").st_ino
+    assert os.stat(m / "a").st_nlink == 2
+    assert os.stat(m / "z").st_nlink == 3
+    assert os.stat(m).st_nlink == 4
+
+
+def test_names_are_bytes(fs: ShadowMount) -> None:
+    names = [b"\xff\xfe", b"a b", b"new\nline", b"x" * 255, "ünï".encode(), b"-"]
+    root = bytes(fs.mnt)
+    for name in names:
+        fd = os.open(os.path.join(root, name), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, name)
+        os.close(fd)
+    cycle(fs)
+    assert sorted(os.listdir(root)) == sorted(names)
+    for name in names:
+        with open(os.path.join(root, name), "rb") as f:
+            assert f.read() == name
+
+
+def test_create_in_a_removed_directory_is_enoent(fs: ShadowMount) -> None:
+    d = fs.path("d")
+    d.mkdir()
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.rmdir(d)
+        assert errno_of(os.open, "x", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd) == errno.ENOENT
+        assert errno_of(os.mkdir, "y", 0o755, dir_fd=fd) == errno.ENOENT
+        assert os.listdir(fd) == []
+    finally:
+        os.close(fd)
+    assert os.listdir(fs.mnt) == []
+
+
+def test_every_inode_is_freed_after_readdir_stat_and_unlink(fs: ShadowMount) -> None:
+    """Lookup counts (lookup, create, readdirplus) balance the kernel's forgets: once the
+    files are unlinked, nothing is left behind, before or after a remount."""
+    d = fs.path("d")
+    d.mkdir()
+    for i in range(300):
+        (d / f"f{i}").write_bytes(b"x" * 5000)
+    os.listdir(d)
+    with os.scandir(d) as it:
+        for entry in it:
+            entry.stat()
+    for i in range(0, 300, 7):
+        (d / f"f{i}").stat()
+    for i in range(300):
+        os.unlink(d / f"f{i}")
+    os.rmdir(d)
+    assert _wait_for(lambda: fs.status()["inodes"] == 1)
+    assert fs.status()["devices"][0]["used"] == 0
+    cycle(fs)
+    assert fs.status()["inodes"] == 1
+
+
+def test_rename_over_an_open_file(fs: ShadowMount) -> None:
+    a, b = fs.path("a"), fs.path("b")
+    a.write_bytes(b"A" * MiB)
+    b.write_bytes(b"B" * MiB)
+    fd = os.open(b, os.O_RDWR)
+    try:
+        os.rename(a, b)
+        assert os.pread(fd, 10, 0) == b"B" * 10  # the replaced inode lives on while open
+        os.pwrite(fd, b"C", 0)
+        os.fsync(fd)
+        assert os.pread(fd, 2, 0) == b"CB"
+        assert b.read_bytes() == b"A" * MiB
+    finally:
+        os.close(fd)
+    assert _wait_for(lambda: fs.status()["devices"][0]["used"] == MiB)
+    assert fs.status()["inodes"] == 2
