@@ -7,7 +7,7 @@ healthy device of that class (pooled, so a device surging to a load its peers ha
 shown is judged by what they showed), plus a per-device offset (one disk of a class is a
 bit faster than another).
 
-The curve is binned by half-octaves of IOPS. A bin nobody has visited is judged by the
+The curve is binned by quarter-octaves of IOPS. A bin nobody has visited is judged by the
 nearest visited bin: a load never seen on any device of the class can look like a
 slowdown, which is the documented limit of this model.
 
@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import math
 
-N_BINS = 48
+N_BINS = 96
+BINS_PER_OCTAVE = 4  # near saturation p99 can double within a half-octave of load
 MIN_BIN_COUNT = 5
 CURVE_MIN_WEIGHT = 0.01  # running mean for the first 100 samples of a bin, then EWMA
 OFFSET_MIN_WEIGHT = 0.002  # slow: a device's own offset should not chase a creep
-EXTRAPOLATION_UNCERTAINTY = 0.3  # log units per half-octave bin away from visited load
+EXTRAPOLATION_UNCERTAINTY = 0.15  # log units per quarter-octave bin away from visited load
+MIN_OWN_COUNT = 10  # samples at a load before the device's own curve answers there
+OWN_MISS = 0.4  # slack when the class curve stands in: a load this device never showed
 
 
 def load_bin(iops: float) -> int:
-    return min(N_BINS - 1, int(2.0 * math.log2(1.0 + max(iops, 0.0))))
+    return min(N_BINS - 1, int(BINS_PER_OCTAVE * math.log2(1.0 + max(iops, 0.0))))
 
 
 class ClassCurve:
@@ -63,9 +66,9 @@ class ClassCurve:
         nearest = min(visited, key=lambda i: (abs(i - bin_index), -i))
         return self.values[nearest], EXTRAPOLATION_UNCERTAINTY * abs(nearest - bin_index)
 
-    def learn(self, bin_index: int, value: float) -> None:
+    def learn(self, bin_index: int, value: float, min_weight: float = CURVE_MIN_WEIGHT) -> None:
         self.counts[bin_index] += 1
-        weight = max(1.0 / self.counts[bin_index], CURVE_MIN_WEIGHT)
+        weight = max(1.0 / self.counts[bin_index], min_weight)
         self.values[bin_index] += weight * (value - self.values[bin_index])
 
 
@@ -78,25 +81,44 @@ class DeviceOffset:
         self.value = 0.0
         self.count = 0
 
-    def learn(self, value: float) -> None:
+    def learn(self, value: float, min_weight: float = OFFSET_MIN_WEIGHT) -> None:
         self.count += 1
-        self.value += max(1.0 / self.count, OFFSET_MIN_WEIGHT) * (value - self.value)
+        self.value += max(1.0 / self.count, min_weight) * (value - self.value)
 
 
 def expected_log_p99(
-    curve: ClassCurve, offset: DeviceOffset, iops: float
+    own: ClassCurve, curve: ClassCurve, offset: DeviceOffset, iops: float
 ) -> tuple[float, float] | None:
-    """(expected log p99, uncertainty) for this device at this load; None before data."""
+    """(expected log p99, uncertainty) for this device at this load; None before data.
+
+    The device's own curve answers at a load the device has shown often enough; elsewhere
+    the class curve plus the device's offset does, with the class curve's uncertainty.
+    """
+    bin_index = load_bin(iops)
+    if own.counts[bin_index] >= MIN_OWN_COUNT:
+        return own.values[bin_index], 0.0
     if offset.count == 0:
         return None
-    found = curve.at(load_bin(iops))
-    return None if found is None else (found[0] + offset.value, found[1])
+    found = curve.at(bin_index)
+    return None if found is None else (found[0] + offset.value, max(found[1], OWN_MISS))
 
 
-def learn(curve: ClassCurve, offset: DeviceOffset, iops: float, log_p99: float) -> None:
-    """Teach one healthy sample to the device offset, then to the class curve."""
+def learn(
+    own: ClassCurve,
+    curve: ClassCurve,
+    offset: DeviceOffset,
+    iops: float,
+    log_p99: float,
+    min_weight: float,
+) -> None:
+    """Teach one healthy sample to the device's curve and offset, then to the class curve.
+
+    `min_weight` is the EWMA floor per sample: interval / time constant, so that a device
+    sampled every second does not forget faster than one sampled every minute.
+    """
     bin_index = load_bin(iops)
+    own.learn(bin_index, log_p99, min_weight)
     found = curve.at(bin_index)
     level = 0.0 if found is None else found[0]  # the class's first sample: the offset takes it
-    offset.learn(log_p99 - level)
-    curve.learn(bin_index, log_p99 - offset.value)
+    offset.learn(log_p99 - level, min_weight)
+    curve.learn(bin_index, log_p99 - offset.value, min_weight)

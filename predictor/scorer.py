@@ -62,7 +62,8 @@ _RESIDUAL_FIELD = {
 }
 SCALE_FLOOR = 0.05
 SCALE_PRIOR = 0.3
-LEARN_LIMIT = math.log(2.0)  # a residual beyond 2x is never taught as normal
+LEARN_LIMIT = math.log(2.0)
+BASELINE_MEMORY_S = 6 * 3600.0  # a residual beyond 2x is never taught as normal
 
 
 def _median_without(ordered: list[float], value: float) -> float:
@@ -94,6 +95,7 @@ class _SignalState:
     p_level: float = 0.0
     p_forecast: float = 0.0
     residual: float = math.nan  # this tick's
+    uncertainty: float = 0.0  # this tick's load-model uncertainty (0 at a visited load)
 
     def learn_scale(self, residual: float) -> None:
         self.scale_count += 1
@@ -112,6 +114,7 @@ class _Device:
     last_seen: float
     signals: dict[Signal, _SignalState]
     offsets: dict[Signal, baseline.DeviceOffset]
+    curves: dict[Signal, baseline.ClassCurve]  # the device's own load curve
     evacuation_s: float | None = None
     last_score: DeviceScore | None = None
     silent: bool = False
@@ -138,6 +141,8 @@ class StreamingScorer:
         self._warmup_s = max(self.config.warmup_s, 60 * interval_s)
         self._level_rows = math.ceil(self.config.level_window_s / interval_s) + 1
         self._error_rows = math.ceil(self.config.error_window_s / interval_s) + 1
+        # Baselines forget with a time constant of BASELINE_MEMORY_S, whatever the interval.
+        self._learn_weight = min(1.0, interval_s / BASELINE_MEMORY_S)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -198,6 +203,7 @@ class StreamingScorer:
                     for s in Signal
                 },
                 offsets={s: baseline.DeviceOffset() for s in LATENCY_SIGNALS},
+                curves={s: baseline.ClassCurve() for s in LATENCY_SIGNALS},
             )
             self._devices[name] = device
         elif math.isnan(device.first_seen) and not math.isnan(time_s):
@@ -221,12 +227,17 @@ class StreamingScorer:
             expected = None
             if device is not None and p99 > 0:
                 expected = baseline.expected_log_p99(
-                    self._curve(sample.device_class, signal), device.offsets[signal], sample.iops
+                    device.curves[signal],
+                    self._curve(sample.device_class, signal),
+                    device.offsets[signal],
+                    sample.iops,
                 )
             if expected is None:
                 out[signal] = math.nan
                 continue
             value, uncertainty = expected
+            assert device is not None
+            device.signals[signal].uncertainty = uncertainty
             residual = math.log(p99) - value
             # Only the excess beyond what the load model cannot vouch for counts.
             out[signal] = math.copysign(max(0.0, abs(residual) - uncertainty), residual)
@@ -461,13 +472,17 @@ class StreamingScorer:
             residual = state.residual
             if not warming and not abs(residual) < LEARN_LIMIT:
                 continue
-            if learn_scale and not math.isnan(residual):
+            # The noise scale is learned where the load model is sure: a residual shrunk by
+            # extrapolation slack would teach a falsely small scale.
+            if learn_scale and not math.isnan(residual) and state.uncertainty == 0.0:
                 state.learn_scale(residual)
             baseline.learn(
+                device.curves[signal],
                 self._curve(device.device_class, signal),
                 device.offsets[signal],
                 sample.iops,
                 math.log(p99),
+                self._learn_weight,
             )
 
     def _new_silences(self, time_s: float) -> list[DeviceScore]:
