@@ -78,12 +78,20 @@ def _abort_connection(mountpoint: Path) -> None:
         return
     minor = fields[2].split(":")[1]
     conns = Path("/sys/fs/fuse/connections")
-    if not (conns / minor).exists():
-        subprocess.run(
-            ["mount", "-t", "fusectl", "fusectl", str(conns)], capture_output=True, timeout=10
+    mounted_here = False
+    if not (conns / minor).exists() and not is_mounted(conns):
+        mounted_here = (
+            subprocess.run(
+                ["mount", "-t", "fusectl", "fusectl", str(conns)], capture_output=True, timeout=10
+            ).returncode
+            == 0
         )
-    with contextlib.suppress(OSError):
-        (conns / minor / "abort").write_text("1")
+    try:
+        with contextlib.suppress(OSError):
+            (conns / minor / "abort").write_text("1")
+    finally:
+        if mounted_here:  # leave the system as we found it
+            subprocess.run(["umount", str(conns)], capture_output=True, timeout=10)
 
 
 def _run_quietly(cmd: list[str], timeout: float) -> int:
@@ -225,23 +233,37 @@ class ShadowMount:
 
     # ------------------------------------------------------------ teardown
 
-    def cleanup(self) -> None:
-        """Unmount and stop every daemon this fixture started, whatever state they are in."""
+    def answers(self, timeout: float = 3.0) -> bool:
+        """Whether our daemon answers on its control socket (a hung one does not)."""
+        from shadowfs.control import DaemonUnreachable, MountRecord, call
+
+        record = MountRecord.find(self.mnt)
+        if record is None or record.pid != self.pid or self.proc.poll() is not None:
+            return False
         try:
-            if is_mounted(self.mnt):
-                alive = self.procs and self.proc.poll() is None
-                if alive:
-                    _run_quietly([*SHADOWFS, "umount", str(self.mnt), "--timeout", "20"], 30)
+            call(record.socket, "GET", "/status", timeout=timeout)
+        except (DaemonUnreachable, OSError):
+            return False
+        return True
+
+    def cleanup(self) -> None:
+        """Unmount and stop every daemon this fixture started, whatever state they are in: a
+        daemon that answers is unmounted cleanly; a hung one has its connection aborted
+        (fusectl) and its mount detached, then it is killed."""
+        responsive = bool(self.procs) and self.answers()
+        try:
+            if is_mounted(self.mnt) and responsive:
+                _run_quietly([*SHADOWFS, "umount", str(self.mnt), "--timeout", "20"], 30)
                 if is_mounted(self.mnt):
                     _run_quietly(["fusermount3", "-u", str(self.mnt)], 10)
-                if is_mounted(self.mnt):
-                    _abort_connection(self.mnt)
-                    _run_quietly(["fusermount3", "-uz", str(self.mnt)], 10)
+            if is_mounted(self.mnt):
+                _abort_connection(self.mnt)
+                _run_quietly(["fusermount3", "-uz", str(self.mnt)], 10)
         finally:
             for proc in self.procs:
                 if proc.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGTERM)
+                        proc.send_signal(signal.SIGTERM if responsive else signal.SIGKILL)
                     try:
                         proc.wait(timeout=10)
                     except subprocess.TimeoutExpired:
