@@ -149,7 +149,8 @@ def generate_fleet(
         latency_mult = np.ones(steps)
         error_rate_per_min = np.full(steps, 1.0 / 1440.0)  # healthy: about one error a day
         if kind in (Kind.CREEP, Kind.ERROR_GROWTH):
-            window = rng.uniform(2 * 3600, 8 * 3600)
+            # Short traces squeeze the window so the failure still happens inside them.
+            window = min(rng.uniform(2 * 3600, 8 * 3600), duration_s - earliest - 1200)
             onset = float(rng.uniform(earliest, duration_s - window - 600))
             end = onset + window
             u = np.clip((times - onset) / window, 0.0, 1.0)

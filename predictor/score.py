@@ -34,7 +34,7 @@ class ScoreConfig:
     fail_slow_factor: float = 1.5  # a persistent slowdown beyond this is fail-slow
     error_rate_per_min: float = 0.2  # failure: a sustained error rate above this
     error_window_s: float = 600.0
-    min_error_intervals: int = 3  # "sustained": errors in at least this many intervals
+    min_error_intervals: int = 2  # "sustained": errors in at least this many intervals
     min_horizon_s: float = 3600.0  # horizon = max(this, 2 x evacuation time)
     level_window_s: float = 300.0  # a hiccup shorter than half of it cannot move the median
     min_level_samples: int = 3
