@@ -24,6 +24,15 @@ def test_bucket_bounds_contain_the_value() -> None:
         assert upper / lower <= 1 + 1 / 8 + 1e-9 or index == 1
 
 
+def test_record_uses_the_same_buckets_as_bucket_index() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        latency_s = 10 ** rng.uniform(-7, 3)
+        hist = LatencyHistogram()
+        hist.record(latency_s)
+        assert hist.counts[bucket_index(latency_s * 1e6)] == 1
+
+
 def test_bucket_extremes() -> None:
     assert bucket_index(0.0) == 0
     assert bucket_index(0.5) == 0
