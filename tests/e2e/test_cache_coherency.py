@@ -146,3 +146,23 @@ def test_coherent_between_processes(fs: ShadowMount) -> None:
             )
     finally:
         os.close(fd)
+
+
+def test_o_direct_extension_is_seen_by_a_buffered_reader(fs: ShadowMount) -> None:
+    p = fs.path("grow.img")
+    p.write_bytes(block(1, 10_000))
+    reader = os.open(p, os.O_RDONLY)
+    writer = os.open(p, os.O_WRONLY | os.O_DIRECT)
+    try:
+        assert os.pread(reader, 20_000, 0) == block(1, 10_000)  # EOF cached at 10,000
+        os.pwrite(writer, block(2, 5000), 3 * MiB)  # extends past a hole
+        assert os.fstat(reader).st_size == 3 * MiB + 5000
+        assert p.stat().st_size == 3 * MiB + 5000
+        got = os.pread(reader, 3 * MiB + 10_000, 0)
+        assert got == block(1, 10_000) + bytes(3 * MiB - 10_000) + block(2, 5000)
+    finally:
+        os.close(reader)
+        os.close(writer)
+    fs.umount()
+    fs.start()
+    assert p.read_bytes() == block(1, 10_000) + bytes(3 * MiB - 10_000) + block(2, 5000)

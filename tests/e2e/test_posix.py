@@ -1091,3 +1091,43 @@ def test_rename_over_an_open_file(fs: ShadowMount) -> None:
         os.close(fd)
     assert _wait_for(lambda: fs.status()["devices"][0]["used"] == MiB)
     assert fs.status()["inodes"] == 2
+
+
+def test_odd_requests_get_clear_errors_and_the_daemon_carries_on(fs: ShadowMount) -> None:
+    import fcntl
+
+    m = fs.mnt
+    p = m / "f"
+    p.write_bytes(b"data")
+    # no tmpfile handler: refused, not faked
+    assert errno_of(os.open, m, os.O_TMPFILE | os.O_RDWR, 0o600) == errno.EOPNOTSUPP
+    fd = os.open(p, os.O_RDWR)
+    try:
+        # no ioctl handler
+        assert errno_of(fcntl.ioctl, fd, 0x80086601, b"\0" * 8) == errno.ENOTTY  # GETFLAGS
+        # locks are the kernel's own (no lock handlers): they work locally
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert os.pread(fd, 100, 1 << 62) == b""
+        # posix_fallocate: glibc emulates it by writing zeros when fallocate is refused
+        os.posix_fallocate(fd, 0, 8192)
+        assert os.pread(fd, 8192, 0) == b"data" + bytes(8188)
+    finally:
+        os.close(fd)
+    dfd = os.open(m, os.O_RDONLY)
+    try:
+        assert errno_of(os.read, dfd, 10) == errno.EISDIR
+    finally:
+        os.close(dfd)
+    assert errno_of(os.truncate, m, 0) == errno.EISDIR
+    os.symlink("f", m / "l")
+    assert errno_of(os.setxattr, m / "l", "user.x", b"1", follow_symlinks=False) == errno.EPERM
+    os.utime(m / "l", ns=(5, 7), follow_symlinks=False)
+    os.mknod(m / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    assert errno_of(os.open, m / "null", os.O_RDONLY) == errno.EACCES  # the mount is nodev
+    cycle(fs)
+    st = os.lstat(m / "null")
+    assert stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
+    assert os.lstat(m / "l").st_mtime_ns == 7
+    assert p.read_bytes() == b"data" + bytes(8188)
+    assert fs.status()["inodes"] == 4
