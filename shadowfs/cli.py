@@ -284,6 +284,13 @@ def _api(
 
 def cmd_umount(args: argparse.Namespace) -> int:
     record = _record(args.mountpoint)
+    if not _pid_alive(record.pid) and not _is_mounted(args.mountpoint):
+        # a registry entry left by a daemon that was killed, its mount already gone
+        raise CliError(
+            EXIT_UNREACHABLE,
+            f"no shadowfs daemon answers on {args.mountpoint}: nothing is mounted there"
+            f" (is the daemon pid {record.pid} alive?)",
+        )
     result = subprocess.run(
         ["fusermount3", "-u", str(args.mountpoint)], capture_output=True, text=True
     )
