@@ -279,9 +279,19 @@ def write_config(
     extent_size: str = "1 MiB",
     extra: str = "",
     state_dir: Path | None = None,
+    extra_devices: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
 ) -> tuple[Path, Path]:
+    """A config whose backing device hdd0 is ``root/dev0``; ``extra_devices`` adds
+    (name, class, capacity) devices in ``root/<name>``. Returns (config, backing path)."""
     device = root / "dev0"
     device.mkdir(exist_ok=True)
+    more = ""
+    for name, cls, cap in extra_devices:
+        (root / name).mkdir(exist_ok=True)
+        more += (
+            f'\n[[devices]]\nname = "{name}"\npath = "{root / name}"\nclass = "{cls}"\n'
+            f'capacity = "{cap}"\n'
+        )
     config = root / "shadowfs.toml"
     config.write_text(
         f'backing = "hdd0"\n'
@@ -292,6 +302,6 @@ def write_config(
         f'name = "hdd0"\n'
         f'path = "{device}"\n'
         f'class = "hdd"\n'
-        f'capacity = "{capacity}"\n'
+        f'capacity = "{capacity}"\n' + more
     )
     return config, device
