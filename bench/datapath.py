@@ -352,6 +352,13 @@ def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
                         file=sys.stderr,
                         flush=True,
                     )
+        for target in live:
+            if target.name not in settings.skipped:
+                # A daemon may retune its mount while running (readahead after INIT, say).
+                facts = settings.target_facts[target.name]
+                for key, value in target.describe().items():
+                    if key != "device" and facts.get(key, value) != value:  # remounts renumber
+                        facts[key] = f"{facts[key]} at start, {value} at end"
         if probe and "nullfs" in settings.targets:
             settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
         settings.machine["load average at end"] = " ".join(

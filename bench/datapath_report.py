@@ -63,14 +63,16 @@ written by that command; edit the introduction in bench/datapath_report.py.
   The disk behind /dev/vda varies a lot from minute to minute (native sequential write with
   fsync has measured anywhere from 280 to 1,200 MiB/s on the same file), so read differences
   of tens of percent between single rounds as noise, and trust the medians only as far as the
-  rounds agree.
+  rounds agree. One pattern has held in every run so far: native's sequential write of 1 GiB
+  ending in fsync comes out *slower* than the passthrough's (about 0.5x), so that target says
+  little about FUSE costs on this disk.
 
 ## What the FUSE transport does on this machine
 
 Measured with the null fs (its request histograms are in the tables at the end); facts that
 hold whatever the figures of one run:
 
-- **One request costs about 40–80 µs** round trip through pyfuse3 even when the daemon does
+- **One request costs about 35–70 µs** round trip through pyfuse3 even when the daemon does
   nothing: 4 KiB I/O through the null fs tops out around 15–30k requests/s, at queue depth 1
   or 16 alike (one trio thread serves them all). Anything that must reach the daemon per 4 KiB
   is bounded there; page-cache hits never reach it.
