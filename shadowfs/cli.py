@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-repair", action="store_true")
     f.add_argument("--json", action="store_true")
 
+    t = sub.add_parser("telemetry", help="a mounted filesystem's device telemetry and health")
+    t.add_argument("mountpoint", type=Path)
+    t.add_argument(
+        "--csv",
+        action="store_true",
+        help="the recorded trace (last hour) in the format `shadowfs predict` reads",
+    )
+    t.add_argument("--json", action="store_true")
+
     d = sub.add_parser("demo", help="mount the embedded demo config, run a workload, unmount")
     d.add_argument(
         "--state",
@@ -118,8 +127,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from shadowfs.demo import run_demo
 
             return run_demo(args.state, args.size_mib)
+        if args.command == "telemetry":
+            return cmd_telemetry(args)
         predict_cli = _predict_cli()
-        if predict_cli is not None and args.command in ("predict", "telemetry"):
+        if predict_cli is not None and args.command == "predict":
             return int(getattr(predict_cli, f"run_{args.command}")(args))
     except ConfigError as exc:
         raise CliError(EXIT_INPUT, str(exc)) from None
@@ -356,6 +367,45 @@ def print_status(payload: dict[str, Any]) -> None:
     console.print(table)
     for w in payload.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def cmd_telemetry(args: argparse.Namespace) -> int:
+    if args.csv:
+        sys.stdout.write(_api(args.mountpoint, "GET", "/telemetry")["csv"])
+        return EXIT_OK
+    payload = _api(args.mountpoint, "GET", "/health")
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"health, every {payload['interval_s']} s")
+    for col in (
+        "device",
+        "score",
+        "state",
+        "reason",
+        "read p99 ms",
+        "write p99 ms",
+        "IOPS r/w",
+        "block device",
+    ):
+        table.add_column(col)
+    for name, h in payload["devices"].items():
+        last = h["last_interval"] or {}
+        table.add_row(
+            name,
+            str(h["failure_score"]),
+            str(h["state"]),
+            str(h["reason"]),
+            str(last.get("read_p99_ms")),
+            str(last.get("write_p99_ms")),
+            f"{last.get('read_iops', 0):.0f}/{last.get('write_iops', 0):.0f}",
+            h["block_device"],
+        )
+    Console().print(table)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- fsck

@@ -23,12 +23,14 @@ from typing import Any
 import pyfuse3
 import trio
 
+from predictor.worker import ForecastWorker
 from shadowfs import fsck
 from shadowfs.config import Config
 from shadowfs.control import ControlServer, MountRecord, Route
 from shadowfs.datapath import DataPath
 from shadowfs.extent_map import ExtentMap
 from shadowfs.flusher import Flusher
+from shadowfs.health import HealthMonitor
 from shadowfs.metadata import FORMAT_VERSION, MetadataStore
 from shadowfs.namespace import Namespace
 from shadowfs.operations import ShadowOperations, Timeouts
@@ -59,6 +61,7 @@ class Filesystem:
     warnings: tuple[str, ...]
     stack: contextlib.ExitStack = field(repr=False)
     started: float = field(default_factory=time.time)
+    health: HealthMonitor | None = None
 
     async def close(self) -> None:
         """Durable flush, clean mark, checkpoint; then release everything."""
@@ -204,6 +207,7 @@ def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
                 "fs_type": device.fs_type,
                 "inline_capable": device.inline_capable,
                 "counters": device.counters.__dict__,
+                **_health_summary(fs, name),
             }
         )
     return {
@@ -219,6 +223,13 @@ def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
         "devices": devices,
         "warnings": list(fs.warnings),
     }
+
+
+def _health_summary(fs: Filesystem, name: str) -> dict[str, Any]:
+    if fs.health is None:
+        return {"failure_score": None, "health": None, "health_reason": None}
+    h = fs.health.device_health(name)
+    return {"failure_score": h["failure_score"], "health": h["state"], "health_reason": h["reason"]}
 
 
 # ---------------------------------------------------------------- serving
@@ -272,12 +283,20 @@ async def serve(
         state_dir=str(config.state_dir),
         log=str(config.state_dir / LOG_NAME),
     )
+    # The forecast worker starts before the mount exists, so it holds no /dev/fuse descriptor.
+    worker = _start_forecast_worker()
+    fs.health = HealthMonitor(
+        fs.devices,
+        {d.name: d.device_class.value for d in config.devices},
+        engine=worker,
+    )
     routes = _routes(fs, record.mountpoint, flusher)
     pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ControlServer(socket_path, routes).serve)
             nursery.start_soon(flusher.run)
+            nursery.start_soon(fs.health.run)
             for device in fs.devices.values():
                 nursery.start_soon(_watch_capacity, device)
             nursery.start_soon(_on_signals, mountpoint)
@@ -296,7 +315,22 @@ async def serve(
         with contextlib.suppress(FileNotFoundError):
             (config.state_dir / PID_NAME).unlink()
         pyfuse3.close(unmount=True)
-        await fs.close()
+        try:
+            await fs.close()
+        finally:
+            if worker is not None:
+                worker.close()
+
+
+def _start_forecast_worker() -> ForecastWorker | None:
+    worker = ForecastWorker()
+    try:
+        worker.start()
+    except Exception as exc:  # forecasting is optional; the mount is not
+        log.warning("forecast worker did not start (%s): scoring without forecasts", exc)
+        return None
+    log.info("forecast worker started (pid %s)", worker.pid)
+    return worker
 
 
 async def _raise_readahead_after_init(mountpoint: Path, kib: int) -> None:
@@ -346,7 +380,17 @@ def _routes(fs: Filesystem, mountpoint: str, flusher: Flusher) -> dict[tuple[str
         trio.lowlevel.spawn_system_task(request_unmount, Path(mountpoint))
         return {"unmounting": True}
 
+    async def get_health(_: dict[str, Any]) -> dict[str, Any]:
+        assert fs.health is not None
+        return fs.health.report()
+
+    async def get_telemetry(_: dict[str, Any]) -> dict[str, Any]:
+        assert fs.health is not None
+        return {"format": "shadowfs trace v1", "csv": fs.health.trace_csv()}
+
     return {
+        ("GET", "/health"): get_health,
+        ("GET", "/telemetry"): get_telemetry,
         ("GET", "/status"): get_status,
         ("POST", "/sync"): post_sync,
         ("POST", "/unmount"): post_unmount,

@@ -206,7 +206,7 @@ class LocalDevice:
         self._recent_errors += 1
         if self._recent_errors >= self.policy.error_threshold:
             self.force_threaded(f"{op} failed: {exc}")
-        if self.recorder is not None:
+        if self.recorder is not None and not isinstance(exc, DeviceTimeout):
             self.recorder(op + "_error", 0.0, 0, True)
         if isinstance(exc, DeviceError):
             return exc
@@ -228,6 +228,8 @@ class LocalDevice:
             )
         assert scope.cancelled_caught
         self.counters.timeouts += 1
+        if self.recorder is not None:
+            self.recorder("timeout", self.policy.deadline_s, 0, True)
         self.force_threaded(f"{op} exceeded its {self.policy.deadline_s:g} s deadline")
         raise DeviceTimeout(
             errno.ETIMEDOUT,
