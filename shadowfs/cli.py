@@ -352,9 +352,11 @@ def print_status(payload: dict[str, Any]) -> None:
         f"(pid {payload['pid']}, up {payload['uptime_s']} s); last shutdown: {clean}"
     )
     table = Table()
-    for col in ("device", "class", "role", "used / budget", "available", "extents", "io"):
+    columns = ("device", "class", "role", "used / budget", "available", "extents", "io", "health")
+    for col in columns:
         table.add_column(col)
     for d in payload["devices"]:
+        health = "-" if d.get("health") is None else f"{d['health']} ({d['failure_score']:.0f})"
         table.add_row(
             d["name"],
             d["class"],
@@ -363,6 +365,7 @@ def print_status(payload: dict[str, Any]) -> None:
             format_size(d["available"]),
             str(d["extents"]),
             d["io_mode"],
+            health,
         )
     console.print(table)
     for w in payload.get("warnings", []):
