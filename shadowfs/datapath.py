@@ -283,9 +283,12 @@ class DataPath:
                 doomed += [(ExtentKey(inode.ino, idx), c.device) for c in extent.copies.values()]
                 self._forget_usage(inode, extent)
             self.extents.drop_inode(inode.ino)
-            with self.store.transaction():
-                self.extents.delete_inode_rows(inode.ino)
-            self.ns.free(inode)
+            # A flush in flight may hold this inode's rows, taken before it was freed: let it
+            # commit first, or its commit would put them back after our delete.
+            async with self._sync_lock:
+                with self.store.transaction():
+                    self.extents.delete_inode_rows(inode.ino)
+                self.ns.free(inode)
             for key, device in doomed:
                 try:
                     await self.devices[device].delete(key)
