@@ -1,0 +1,133 @@
+"""Several clients at once through one mount, against a model: random creates, writes (buffered
+and O_DIRECT), truncates, renames, links, unlinks and readdirs for a few seconds. Afterwards the
+files match the model, before and after a remount, the daemon logged no error, and fsck finds
+nothing to repair."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mountfs import ShadowMount, run_cli
+
+pytestmark = [pytest.mark.mount, pytest.mark.timeout(120)]
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+
+class Client:
+    def __init__(self, root: Path, seed: int) -> None:
+        self.root = root
+        self.rng = random.Random(seed)
+        self.files: dict[str, bytearray] = {}
+        self.ops = 0
+        self.n = 0
+
+    def _name(self) -> str:
+        return self.rng.choice(sorted(self.files))
+
+    def step(self) -> None:
+        rng, root = self.rng, self.root
+        op = rng.choice(
+            ["create", "write", "write", "write", "direct", "truncate", "rename", "link"]
+            + ["unlink", "readdir", "read", "read"]
+        )
+        if op == "create" or not self.files:
+            name = f"f{self.n}"
+            self.n += 1
+            data = os.urandom(rng.randrange(0, 300 * KiB))
+            (root / name).write_bytes(data)
+            self.files[name] = bytearray(data)
+        elif op in ("write", "direct"):
+            name = self._name()
+            model = self.files[name]
+            off = rng.randrange(0, len(model) + 2 * MiB)
+            data = os.urandom(rng.randrange(1, 200 * KiB))
+            flags = os.O_WRONLY | (os.O_DIRECT if op == "direct" else 0)
+            fd = os.open(root / name, flags)
+            try:
+                os.pwrite(fd, data, off)
+                if rng.random() < 0.2:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if off > len(model):
+                model.extend(bytes(off - len(model)))
+            model[off : off + len(data)] = data
+        elif op == "truncate":
+            name = self._name()
+            model = self.files[name]
+            size = rng.randrange(0, len(model) + MiB)
+            os.truncate(root / name, size)
+            del model[size:]
+            model.extend(bytes(size - len(model)))
+        elif op == "rename":
+            src = self._name()
+            dst = self._name() if rng.random() < 0.5 else f"f{self.n}"
+            self.n += 1
+            os.rename(root / src, root / dst)
+            self.files[dst] = self.files.pop(src)
+        elif op == "link":
+            src = self._name()
+            dst = f"f{self.n}"
+            self.n += 1
+            os.link(root / src, root / dst)
+            os.unlink(root / src)  # keeps one name per model entry
+            self.files[dst] = self.files.pop(src)
+        elif op == "unlink":
+            name = self._name()
+            os.unlink(root / name)
+            del self.files[name]
+        elif op == "readdir":
+            assert sorted(os.listdir(root)) == sorted(self.files)
+        else:
+            name = self._name()
+            assert (root / name).read_bytes() == self.files[name], name
+        self.ops += 1
+
+    def verify(self) -> None:
+        assert sorted(os.listdir(self.root)) == sorted(self.files)
+        for name, model in self.files.items():
+            assert (self.root / name).read_bytes() == bytes(model), name
+
+
+def test_concurrent_clients_against_a_model(shadowfs_mount: Any) -> None:
+    fs: ShadowMount = shadowfs_mount(
+        extent_size="256 KiB", extra="[metadata]\nflush_interval_s = 0.2\n"
+    )
+    clients = []
+    for k in range(4):
+        (fs.mnt / f"c{k}").mkdir()
+        clients.append(Client(fs.mnt / f"c{k}", seed=k))
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 5.0
+
+    def run(client: Client) -> None:
+        try:
+            while time.monotonic() < deadline:
+                client.step()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sum(c.ops for c in clients) >= 200
+    for c in clients:
+        c.verify()
+    fs.umount()
+    fs.start()
+    for c in clients:
+        c.verify()
+    fs.umount()
+    result = run_cli("fsck", "--no-repair", str(fs.config))
+    assert result.returncode == 0 and "fsck: 0 findings" in result.stdout, result.stdout
