@@ -204,16 +204,16 @@ class ShadowMount:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)  # type: ignore[no-any-return]
 
-    def writeback(self) -> None:
+    def writeback(self) -> int:
         """Send the kernel's dirty pages of this mount to the daemon, without acknowledging
-        them: FUSE does not forward syncfs (docs/durability.md), it only writes back."""
+        them: FUSE does not forward syncfs (docs/durability.md), it only writes back. Returns
+        syncfs's errno (it reports any earlier writeback error of the filesystem, e.g. ENOSPC)."""
         import ctypes
 
         fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            if libc.syncfs(fd) != 0:
-                raise OSError(ctypes.get_errno(), "syncfs")
+            return 0 if libc.syncfs(fd) == 0 else ctypes.get_errno()
         finally:
             os.close(fd)
 

@@ -108,7 +108,7 @@ def test_devices_sharing_one_filesystem_mount_with_a_warning(shadowfs_mount: Any
     assert any("share one filesystem" in w for w in status["warnings"])
     data = os.urandom(3 * MiB)
     fs.path("f").write_bytes(data)
-    fs.writeback()
+    assert fs.writeback() == 0
     devices = {d["name"]: d for d in fs.status()["devices"]}
     assert devices["hdd0"]["backing"] and devices["hdd0"]["extents"] == 3
     assert devices["ssd0"]["extents"] == devices["nvme0"]["extents"] == 0

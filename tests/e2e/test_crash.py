@@ -415,7 +415,7 @@ def test_fsck_of_a_crashed_filesystem_repairs_without_losing_acknowledged_data(
         os.pwrite(fd, os.urandom(MiB), 2 * MiB + 99)  # an unacknowledged extension
     finally:
         os.close(fd)
-    fs.writeback()  # the daemon has the unacknowledged bytes; its map does not
+    assert fs.writeback() == 0  # the daemon has the unacknowledged bytes; its map does not
     fs.kill9()
 
     check = run_cli("fsck", "--no-repair", str(fs.config))
