@@ -86,6 +86,22 @@ class DeviceOffset:
         self.value += max(1.0 / self.count, min_weight) * (value - self.value)
 
 
+def _interpolated(own: ClassCurve, iops: float, bin_index: int) -> float:
+    """The own curve between bin centres: near saturation p99 climbs steeply within a bin."""
+    position = BINS_PER_OCTAVE * math.log2(1.0 + max(iops, 0.0)) - 0.5  # 0 = centre of bin 0
+    neighbour = bin_index + 1 if position >= bin_index else bin_index - 1
+    if 0 <= neighbour < N_BINS and own.counts[neighbour] >= MIN_OWN_COUNT:
+        weight = min(1.0, abs(position - bin_index))
+        return (1.0 - weight) * own.values[bin_index] + weight * own.values[neighbour]
+    below = bin_index - 1
+    if neighbour > bin_index and below >= 0 and own.counts[below] >= MIN_OWN_COUNT:
+        # Upper half of the highest visited bin: carry on the slope from the bin below
+        # (never downwards), as the load climbs towards loads not yet seen.
+        slope = max(0.0, own.values[bin_index] - own.values[below])
+        return own.values[bin_index] + min(1.0, position - bin_index) * slope
+    return own.values[bin_index]
+
+
 def expected_log_p99(
     own: ClassCurve, curve: ClassCurve, offset: DeviceOffset, iops: float
 ) -> tuple[float, float] | None:
@@ -96,7 +112,7 @@ def expected_log_p99(
     """
     bin_index = load_bin(iops)
     if own.counts[bin_index] >= MIN_OWN_COUNT:
-        return own.values[bin_index], 0.0
+        return _interpolated(own, iops, bin_index), 0.0
     if offset.count == 0:
         return None
     found = curve.at(bin_index)

@@ -32,8 +32,10 @@ class ScoreConfig:
     act: float = 80.0
     latency_threshold_factor: float = 5.0  # failure: p99 at 5x the device's own baseline
     fail_slow_factor: float = 1.5  # a persistent slowdown beyond this is fail-slow
-    error_rate_per_min: float = 0.2  # failure: a sustained error rate above this
-    error_window_s: float = 600.0
+    error_rate_per_min: float = 0.15  # failure: a sustained error rate above this...
+    error_window_s: float = 600.0  # ...over this window
+    slow_error_rate_per_min: float = 0.04  # or a lower rate sustained over a longer window
+    slow_error_window_s: float = 3600.0
     min_error_intervals: int = 2  # "sustained": errors in at least this many intervals
     min_horizon_s: float = 3600.0  # horizon = max(this, 2 x evacuation time)
     level_window_s: float = 300.0  # a hiccup shorter than half of it cannot move the median

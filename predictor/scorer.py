@@ -140,7 +140,10 @@ class StreamingScorer:
         # Warm-up lasts long enough in samples, too: 30 min at 60 s would be 30 samples.
         self._warmup_s = max(self.config.warmup_s, 60 * interval_s)
         self._level_rows = math.ceil(self.config.level_window_s / interval_s) + 1
-        self._error_rows = math.ceil(self.config.error_window_s / interval_s) + 1
+        self._slow_error_rows = (
+            math.ceil(max(self.config.error_window_s, self.config.slow_error_window_s) / interval_s)
+            + 1
+        )
         # Baselines forget with a time constant of BASELINE_MEMORY_S, whatever the interval.
         self._learn_weight = min(1.0, interval_s / BASELINE_MEMORY_S)
 
@@ -368,7 +371,10 @@ class StreamingScorer:
                 )
         threshold = math.log(cfg.latency_threshold_factor)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
-        if p_forecast > 0 and state.forecast is not None:
+        # A forecast counts once the median of the level window confirms the rise: a hiccup
+        # of a sample or two swings a d=1 model's level, but cannot move that median.
+        confirmed = state.cusum.alarmed and state.level > math.log(cfg.screen_factor)
+        if p_forecast > 0 and state.forecast is not None and confirmed:
             value = math.exp(state.forecast.mean[min(steps, len(state.forecast.mean)) - 1])
             reasons.append(
                 Reason(
@@ -387,32 +393,35 @@ class StreamingScorer:
     ) -> list[Reason]:
         cfg = self.config
         state = device.signals[Signal.ERRORS]
-        times, errors = device.series.raw.last_column(self._error_rows, Field.ERRORS)
-        in_window = times > t - cfg.error_window_s
-        window_errors = errors[in_window]
-        count = float(window_errors.sum())
+        times, errors = device.series.raw.last_column(self._slow_error_rows, Field.ERRORS)
         reasons: list[Reason] = []
-        if count <= 0:
+        if not errors.any():
             state.p_level = state.p_forecast = 0.0
             state.forecast = None
             return reasons
-        window_min = len(window_errors) * self.interval_s / 60.0
-        state.level = count / window_min
-        intervals_with_errors = int(np.count_nonzero(window_errors))
         state.p_level = 0.0
-        if intervals_with_errors >= cfg.min_error_intervals:
-            state.p_level = error_rate_probability(count, window_min, cfg.error_rate_per_min)
-            reasons.append(
-                Reason(
-                    ReasonKind.ERROR_RATE,
-                    Signal.ERRORS,
-                    state.level,
-                    cfg.error_rate_per_min,
-                    horizon_s,
-                    state.p_level,
+        screened = False
+        # Two windows: a fast rate over minutes, and a slower one sustained over an hour
+        # (an error every 20 minutes is rare on a healthy device, and comes hours earlier).
+        for window_s, threshold in (
+            (cfg.error_window_s, cfg.error_rate_per_min),
+            (cfg.slow_error_window_s, cfg.slow_error_rate_per_min),
+        ):
+            window_errors = errors[times > t - window_s]
+            count = float(window_errors.sum())
+            intervals_with_errors = int(np.count_nonzero(window_errors))
+            screened = screened or intervals_with_errors >= 2
+            if count <= 0 or intervals_with_errors < cfg.min_error_intervals:
+                continue
+            window_min = len(window_errors) * self.interval_s / 60.0
+            p = error_rate_probability(count, window_min, threshold)
+            if p > state.p_level:
+                state.p_level, state.level = p, count / window_min
+                reasons.append(
+                    Reason(
+                        ReasonKind.ERROR_RATE, Signal.ERRORS, state.level, threshold, horizon_s, p
+                    )
                 )
-            )
-        screened = intervals_with_errors >= 2
         threshold = math.log1p(cfg.error_rate_per_min)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
         if p_forecast > 0 and state.forecast is not None:
