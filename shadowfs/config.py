@@ -124,6 +124,7 @@ class IOConfig:
     slow_threshold_ms: float = 50.0  # a device I/O slower than this sends the device threaded
     clean_period_s: float = 60.0  # clean time before a threaded device may go inline again
     error_threshold: int = 1  # I/O errors that force a device into threaded mode
+    inline_miss_us: float = 500.0  # page-cache misses run inline while the device answers faster
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,10 @@ class Config:
     cache: CacheConfig
     log_level: str = "INFO"
     source: str = EMBEDDED_SOURCE  # the config file's path, or "<embedded default>"
+    # Extended attributes cost every write a getxattr("security.capability") round trip
+    # through FUSE (the kernel asks before each write whether privileges must be dropped, and
+    # caches the answer only when the filesystem says it has no xattrs at all): off by default.
+    xattrs: bool = False
 
     def device(self, name: str) -> DeviceConfig:
         """The device called `name`; KeyError if the config has none."""
@@ -376,6 +381,11 @@ def _parse_io(table: Mapping[str, Any]) -> IOConfig:
             "io.error_threshold",
             minimum=1,
         ),
+        inline_miss_us=_seconds(
+            table.get("inline_miss_us", defaults.inline_miss_us),
+            "io.inline_miss_us",
+            allow_zero=True,
+        ),
     )
 
 
@@ -425,6 +435,7 @@ def _parse_cache(table: Mapping[str, Any]) -> CacheConfig:
 _DEVICE_KEYS = ("name", "path", "class", "capacity", "compress")
 _TOP_LEVEL_KEYS = (
     "backing",
+    "xattrs",
     "extent_size",
     "state_dir",
     "log_level",
@@ -679,6 +690,7 @@ def parse_config(text: str, *, source: str, check_paths: bool = True) -> Config:
     metadata = _parse_metadata(_table(raw, "metadata"))
     cache = _parse_cache(_table(raw, "cache"))
     log_level = _parse_log_level(raw)
+    xattrs = _bool(raw.get("xattrs", False), "xattrs")
 
     if check_paths:
         _check_paths(devices, state_dir)
@@ -693,6 +705,7 @@ def parse_config(text: str, *, source: str, check_paths: bool = True) -> Config:
         cache=cache,
         log_level=log_level,
         source=source,
+        xattrs=xattrs,
     )
 
 

@@ -123,6 +123,7 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
         slow_threshold_s=config.io.slow_threshold_ms / 1000.0,
         clean_period_s=config.io.clean_period_s,
         error_threshold=config.io.error_threshold,
+        inline_miss_s=config.io.inline_miss_us / 1e6,
     )
     devices: dict[str, LocalDevice] = {}
     for dev in config.devices:
@@ -156,6 +157,7 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
         namespace,
         data,
         Timeouts(attr=config.cache.attr_timeout_s, entry=config.cache.entry_timeout_s),
+        xattrs=config.xattrs,
     )
     ops.enable_writeback_cache = config.cache.writeback_cache
     assert stored is not None or claim.identity is not None
@@ -221,6 +223,7 @@ def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
         "uptime_s": round(time.time() - fs.started, 1),
         "inodes": fs.namespace.count_inodes(),
         "devices": devices,
+        "requests": dict(sorted(fs.ops.request_counts.items())),
         "warnings": list(fs.warnings),
     }
 

@@ -29,10 +29,14 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
 def _translated(fn: _F) -> _F:
+    name = fn.__name__
+
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts = self.request_counts
+        counts[name] = counts.get(name, 0) + 1
         try:
-            return await fn(*args, **kwargs)
+            return await fn(self, *args, **kwargs)
         except FsError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
         except pyfuse3.FUSEError:
@@ -66,14 +70,17 @@ class ShadowOperations(pyfuse3.Operations):
         data: DataPath,
         timeouts: Timeouts | None = None,
         statfs_source: Callable[[], tuple[int, int]] | None = None,
+        xattrs: bool = True,
     ) -> None:
         super().__init__()
         self.ns = namespace
         self.data = data
         self.timeouts = timeouts or Timeouts()
         self._handles: dict[int, Handle] = {}
+        self.request_counts: dict[str, int] = {}  # per FUSE operation, for status
         self._next_fh = 1
         self._statfs_source = statfs_source
+        self.xattrs = xattrs
 
     # ------------------------------------------------------------ helpers
 
@@ -112,6 +119,12 @@ class ShadowOperations(pyfuse3.Operations):
             return self._handles[fh]
         except KeyError:
             raise FsError(errno.EBADF, f"no handle {fh}") from None
+
+    def _xattrs_enabled(self) -> None:
+        # ENOSYS makes the kernel stop asking (for every xattr call of this mount) and answer
+        # EOPNOTSUPP itself: consistent for callers, and no round trip per write.
+        if not self.xattrs:
+            raise FsError(errno.ENOSYS, "xattrs are off in this filesystem's config")
 
     def _evict(self, inode: Inode) -> None:
         """Drop a forgotten inode from the caches so memory follows the kernel's working set;
@@ -331,18 +344,22 @@ class ShadowOperations(pyfuse3.Operations):
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        self._xattrs_enabled()
         self.ns.setxattr(inode, name, value)
 
     @_translated
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        self._xattrs_enabled()
         return self.ns.getxattr(inode, name)
 
     @_translated
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        self._xattrs_enabled()
         return self.ns.listxattr(inode)
 
     @_translated
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._xattrs_enabled()
         self.ns.removexattr(inode, name)
 
     @_translated

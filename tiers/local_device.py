@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +77,10 @@ class IOPolicy:
     slow_threshold_s: float = 0.050
     clean_period_s: float = 60.0
     error_threshold: int = 1
+    inline_miss_s: float = 0.0005
     max_open_files: int = 512
+    slow_ops_to_switch: int = 3  # slow I/Os within slow_window_s that send the device threaded
+    slow_window_s: float = 10.0
 
 
 @dataclass
@@ -130,6 +133,8 @@ class LocalDevice:
         self._threaded_until = 0.0
         self._recent_errors = 0
         self.last_mode_reason = ""
+        self._slow_at: deque[float] = deque(maxlen=self.policy.slow_ops_to_switch)
+        self.miss_latency_s = 0.0  # EWMA of reads that missed the page cache
         self._nowait_reads = True
         self._fds: OrderedDict[ExtentKey, int] = OrderedDict()
         self._pins: dict[int, int] = {}
@@ -196,10 +201,26 @@ class LocalDevice:
         latency = time.perf_counter() - started
         # fsync time grows with the dirty data it writes back, so it says little about the
         # device's health on its own; it always runs threaded anyway.
-        if reached_device and latency > self.policy.slow_threshold_s and op != "fsync":
-            self.force_threaded(f"{op} took {latency * 1000:.1f} ms")
+        threshold = self.policy.slow_threshold_s
+        if reached_device and latency > threshold and op != "fsync":
+            self._slow(op, latency, threshold)
         if self.recorder is not None:
             self.recorder(op, latency, nbytes, reached_device)
+
+    def _slow(self, op: str, latency: float, threshold: float) -> None:
+        """One very slow I/O, or a few slow ones close together, send the device threaded.
+
+        A single op a little over the threshold is as often this process being descheduled
+        on a busy machine as the device being slow; going threaded for it costs every later
+        I/O a thread hop (4x at 4 KiB, measured) for a whole clean period.
+        """
+        now = time.monotonic()
+        self._slow_at.append(now)
+        full = len(self._slow_at) == self._slow_at.maxlen
+        if latency > 10 * threshold or (
+            full and now - self._slow_at[0] <= self.policy.slow_window_s
+        ):
+            self.force_threaded(f"{op} took {latency * 1000:.1f} ms")
 
     def _failed(self, op: str, exc: BaseException) -> DeviceError:
         self.counters.errors += 1
@@ -329,7 +350,9 @@ class LocalDevice:
             return b""
         self.counters.reads += 1
         started = time.perf_counter()
-        if self._nowait_reads and self.mode is IOMode.INLINE:
+        if self._nowait_reads:
+            # Safe in either mode: with RWF_NOWAIT the kernel answers from the page cache or
+            # not at all, so a hit never waits on the device.
             buf = bytearray(size)
             try:
                 n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
@@ -338,7 +361,7 @@ class LocalDevice:
             except OSError as exc:
                 if exc.errno != errno.EOPNOTSUPP:
                     raise self._failed("read", exc) from exc
-                self._nowait_reads = False  # e.g. a FUSE or network device below us
+                self._nowait_reads = False  # the filesystem below does not support it
                 n = 0
             if n == size:
                 self.counters.cache_hits += 1
@@ -346,16 +369,22 @@ class LocalDevice:
                 self._account("read", started, n, False)
                 return buf
             if n:  # partly cached: fetch the rest from the device
-                rest = await self._read_threaded(fd, offset + n, size - n, started)
+                rest = await self._read_miss(fd, offset + n, size - n, started)
                 self.counters.bytes_read += n
                 return bytes(buf[:n]) + rest
-        return await self._read_threaded(fd, offset, size, started)
+        return await self._read_miss(fd, offset, size, started)
 
-    async def _read_threaded(self, fd: int, offset: int, size: int, started: float) -> bytes:
+    async def _read_miss(self, fd: int, offset: int, size: int, started: float) -> bytes:
+        """A read the page cache cannot answer: inline while the device answers misses
+        faster than a thread hop would cost (measured), in a thread otherwise."""
         try:
-            data = await self._on_fd("read", fd, _pread, size, offset)
+            if self.mode is IOMode.INLINE and self.miss_latency_s < self.policy.inline_miss_s:
+                data, device_s = _timed_pread(fd, size, offset)
+            else:
+                data, device_s = await self._on_fd("read", fd, _timed_pread, size, offset)
         except OSError as exc:
             raise self._failed("read", exc) from exc
+        self.miss_latency_s += 0.2 * (device_s - self.miss_latency_s)
         self.counters.bytes_read += len(data)
         self._account("read", started, len(data), True)
         return data
@@ -399,7 +428,8 @@ class LocalDevice:
         self._dirty_dirs.add(os.path.dirname(path))
 
     async def sync(self, keys: Iterable[ExtentKey]) -> None:
-        """fsync each named copy, in this device's threads, several at once."""
+        """fsync the named copies in this device's threads: batches of files per thread call
+        (one thread hop per batch, not per file), a few batches at once."""
         fds: list[tuple[ExtentKey, int]] = []
         for key in keys:
             fd, _ = await self._open(key, create=False)
@@ -407,25 +437,28 @@ class LocalDevice:
                 fds.append((key, fd))
                 self._pin(fd)
         try:
+            batches = max(1, min(4, self.policy.threads))
+            size = -(-len(fds) // batches) if fds else 0
             async with trio.open_nursery() as nursery:
-                for key, fd in fds:
-                    nursery.start_soon(self._sync_one, key, fd)
+                for i in range(0, len(fds), max(size, 1)):
+                    nursery.start_soon(self._sync_batch, fds[i : i + size])
         except BaseExceptionGroup as group:
             raise single_error(group) from None
         finally:
             for _, fd in fds:
                 self._unpin(fd)
 
-    async def _sync_one(self, key: ExtentKey, fd: int) -> None:
+    async def _sync_batch(self, batch: list[tuple[ExtentKey, int]]) -> None:
         started = time.perf_counter()
         try:
-            await self._on_fd("fsync", fd, os.fsync)
+            await self._in_thread("fsync", _fsync_all, [fd for _, fd in batch])
         except OSError as exc:
             raise self._failed("fsync", exc) from exc
-        self.counters.syncs += 1
+        self.counters.syncs += len(batch)
         self._account("fsync", started, 0, True)
         if self.durability_log is not None:
-            self.durability_log.append(("file", f"{self.name}:{copy_relpath(key)}"))
+            for key, _ in batch:
+                self.durability_log.append(("file", f"{self.name}:{copy_relpath(key)}"))
 
     async def sync_namespace(self) -> None:
         dirs, self._dirty_dirs = self._dirty_dirs, set()
@@ -532,8 +565,17 @@ def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    return os.pread(fd, size, offset)
+def _timed_pread(fd: int, size: int, offset: int) -> tuple[bytes, float]:
+    """The bytes and the time the device took, measured where the call runs (so a thread
+    hop's scheduling is not counted as device latency)."""
+    t0 = time.perf_counter()
+    data = os.pread(fd, size, offset)
+    return data, time.perf_counter() - t0
+
+
+def _fsync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fsync(fd)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:

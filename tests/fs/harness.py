@@ -44,12 +44,17 @@ class Fields:
 
 
 def make_config(
-    root: Path, capacity: str = "1 GiB", extent_size: str = "1 MiB", extra: str = ""
+    root: Path,
+    capacity: str = "1 GiB",
+    extent_size: str = "1 MiB",
+    extra: str = "",
+    xattrs: bool = True,
 ) -> Config:
     dev = root / "hdd0"
     dev.mkdir(parents=True, exist_ok=True)
     text = (
-        f'backing = "hdd0"\nextent_size = "{extent_size}"\n{extra}\n'
+        f'backing = "hdd0"\nextent_size = "{extent_size}"\n'
+        f"xattrs = {str(xattrs).lower()}\n{extra}\n"
         f'[[devices]]\nname = "hdd0"\npath = "{dev}"\nclass = "hdd"\ncapacity = "{capacity}"\n'
     )
     return parse_config(text, source=str(root / "test.toml"))

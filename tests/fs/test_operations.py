@@ -328,3 +328,21 @@ def _size(n: int) -> pyfuse3.EntryAttributes:
     attr = pyfuse3.EntryAttributes()
     attr.st_size = n
     return attr
+
+
+async def test_xattrs_off_answer_enosys_so_the_kernel_stops_asking(tmp_path: Path) -> None:
+    h = FsHarness(make_config(tmp_path, xattrs=False))
+    try:
+        fh, ino = await h.create(b"f")
+        for call in (
+            h.ops.getxattr(ino, b"security.capability", CTX),
+            h.ops.setxattr(ino, b"user.a", b"1", CTX),
+            h.ops.listxattr(ino, CTX),
+            h.ops.removexattr(ino, b"user.a", CTX),
+        ):
+            with pytest.raises(pyfuse3.FUSEError) as exc:
+                await call
+            assert errno_of(exc) == errno.ENOSYS
+        await h.ops.release(fh)
+    finally:
+        await h.close()
