@@ -26,7 +26,7 @@ CURVE_MIN_WEIGHT = 0.01  # running mean for the first 100 samples of a bin, then
 OFFSET_MIN_WEIGHT = 0.002  # slow: a device's own offset should not chase a creep
 EXTRAPOLATION_UNCERTAINTY = 0.15  # log units per quarter-octave bin away from visited load
 MIN_OWN_COUNT = 10  # samples at a load before the device's own curve answers there
-OWN_MISS = 0.4  # slack when the class curve stands in: a load this device never showed
+OWN_MISS = 0.5  # slack when the class curve stands in: a load this device never showed
 
 
 def load_bin(iops: float) -> int:

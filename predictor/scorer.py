@@ -63,7 +63,8 @@ _RESIDUAL_FIELD = {
 SCALE_FLOOR = 0.05
 SCALE_PRIOR = 0.3
 LEARN_LIMIT = math.log(2.0)
-BASELINE_MEMORY_S = 6 * 3600.0  # a residual beyond 2x is never taught as normal
+BASELINE_MEMORY_S = 6 * 3600.0
+OUTLIER_SCALES = 3.0  # a residual beyond 2x is never taught as normal
 
 
 def _median_without(ordered: list[float], value: float) -> float:
@@ -241,9 +242,9 @@ class StreamingScorer:
             value, uncertainty = expected
             assert device is not None
             device.signals[signal].uncertainty = uncertainty
-            residual = math.log(p99) - value
-            # Only the excess beyond what the load model cannot vouch for counts.
-            out[signal] = math.copysign(max(0.0, abs(residual) - uncertainty), residual)
+            # Unshrunk here: peers' residuals must show a fleet-wide surge in full, even at
+            # loads their own curves have not seen (the slack is applied after the peers).
+            out[signal] = math.log(p99) - value
         return out
 
     def _peer_shifts(
@@ -279,7 +280,9 @@ class StreamingScorer:
         warming = t - device.first_seen < self._warmup_s
         for signal in LATENCY_SIGNALS:
             state = device.signals[signal]
-            state.residual = raw_residual[signal] - peer_shift[signal]
+            residual = raw_residual[signal] - peer_shift[signal]
+            # Only the excess beyond what the load model cannot vouch for counts.
+            state.residual = math.copysign(max(0.0, abs(residual) - state.uncertainty), residual)
             if not warming and not math.isnan(state.residual):
                 state.cusum.update(t, state.residual / state.scale)
         row = [
@@ -355,6 +358,11 @@ class StreamingScorer:
                 self._level_rows, _RESIDUAL_FIELD[signal]
             )
             recent = residuals[(times > t - cfg.level_window_s) & ~np.isnan(residuals)]
+            if len(recent):
+                # GC pauses are upward outliers; two in one window would carry a median of
+                # five. Drop samples far above the window's median, then take the median.
+                first = float(np.median(recent))
+                recent = recent[recent <= first + OUTLIER_SCALES * state.scale]
             state.level = float(np.median(recent)) if len(recent) else math.nan
             if state.cusum.alarmed and len(recent) >= cfg.min_level_samples:
                 threshold = math.log(cfg.fail_slow_factor)
