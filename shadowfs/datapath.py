@@ -90,6 +90,9 @@ class DataPath:
             if name in self.usage:
                 self.usage[name] = DeviceUsage(n, b)
         self._sync_lock = trio.Lock()
+        # Inodes whose rows a sync has taken but not yet committed: their state in memory is
+        # newer than the database's, so they must not be evicted (and reloaded stale) meanwhile.
+        self.in_flight: set[int] = set()
         # Inodes whose data a device failed to make durable. Linux reports a writeback error
         # once per open file, so a retried fsync would succeed on data that never reached the
         # disk: the failure is remembered here and every later fsync of the file says EIO.
@@ -306,6 +309,12 @@ class DataPath:
                 raise FsError(errno.EIO, f"inodes {sorted(lost)}: an earlier sync failed")
             batch = self.extents.take_batch(inos)
             rows = self.ns.take_dirty_rows() if inos is None else self._take_rows(inos)
+            self.in_flight = (
+                {ino for ino, _ in batch.deleted}
+                | {row[0] for row in batch.extent_rows}
+                | {key.ino for keys in batch.unsynced.values() for key in keys}
+                | {row[-1] for row in rows}
+            )
             try:
                 try:
                     async with trio.open_nursery() as nursery:
@@ -317,6 +326,7 @@ class DataPath:
                     if device.has_unsynced_namespace:
                         await device.sync_namespace()
             except BaseException as exc:
+                self.in_flight = set()  # given back: pending again, which also bars eviction
                 self.extents.give_back(batch)
                 for row in rows:
                     self.ns.dirty.add(row[-1])
@@ -331,6 +341,7 @@ class DataPath:
                     self.extents.write_batch(batch)
                     self.ns.write_dirty_rows(rows)
                 self._log("metadata", "commit")
+            self.in_flight = set()
             if durable:
                 await self.store.make_durable()
                 self._log("metadata", "durable")

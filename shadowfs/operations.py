@@ -130,7 +130,13 @@ class ShadowOperations(pyfuse3.Operations):
         """Drop a forgotten inode from the caches so memory follows the kernel's working set;
         one with unflushed changes stays until a later forget finds it clean."""
         ino = inode.ino
-        if ino in self.ns.dirty or self.data.extents.has_pending(ino) or inode.lock.locked():
+        data = self.data
+        if (
+            ino in self.ns.dirty
+            or data.extents.has_pending(ino)
+            or ino in data.in_flight  # a sync holds its rows, not yet in the database
+            or inode.lock.locked()
+        ):
             return
         self.ns.inodes.pop(ino, None)
         self.data.extents.evict(ino)
