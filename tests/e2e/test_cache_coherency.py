@@ -8,6 +8,7 @@ import mmap
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -166,3 +167,33 @@ def test_o_direct_extension_is_seen_by_a_buffered_reader(fs: ShadowMount) -> Non
     fs.umount()
     fs.start()
     assert p.read_bytes() == block(1, 10_000) + bytes(3 * MiB - 10_000) + block(2, 5000)
+
+
+def test_inodes_the_kernel_forgets_during_a_flush_read_back_whole(shadowfs_mount: Any) -> None:
+    """The kernel may forget an inode (here: drop_caches) while a flush has taken its rows
+    but not yet committed them; the daemon must not reload it from the database then, or a
+    file written a moment ago reads back empty."""
+    from pathlib import Path
+
+    fs: ShadowMount = shadowfs_mount(extra="[metadata]\nflush_interval_s = 0.05\n")
+    ballast = os.open(fs.path("ballast"), os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+    big = aligned(os.urandom(32 * MiB))
+    bad = []
+    try:
+        for i in range(20):
+            os.pwrite(ballast, big, 0)  # gives the next flush 32 MiB to fsync
+            data = os.urandom(MiB)
+            p = fs.path(f"f{i}")
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+            try:
+                os.write(fd, aligned(data))
+            finally:
+                os.close(fd)
+            time.sleep(0.03 + (i % 4) * 0.015)  # a flush is fsyncing the ballast, holding f{i}
+            Path("/proc/sys/vm/drop_caches").write_text("2")  # the kernel forgets f{i}
+            got = p.read_bytes()
+            if got != data:
+                bad.append((i, len(got)))
+    finally:
+        os.close(ballast)
+    assert not bad, f"files read back wrong after an eviction (index, length): {bad}"
