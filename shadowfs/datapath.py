@@ -339,12 +339,26 @@ class DataPath:
             if batch or rows:
                 with self.store.transaction():
                     self.extents.write_batch(batch)
-                    self.ns.write_dirty_rows(rows)
+                    self.ns.write_dirty_rows(self._with_current_times(rows))
                 self._log("metadata", "commit")
             self.in_flight = set()
             if durable:
                 await self.store.make_durable()
                 self._log("metadata", "durable")
+
+    def _with_current_times(
+        self, rows: list[tuple[int, int, int, int, int]]
+    ) -> list[tuple[int, int, int, int, int]]:
+        """Size and allocation stay the snapshot that matches the synced data; the times are
+        the inode's now: a setattr (utime, chmod) may have committed newer ones while this sync
+        ran, and the snapshot's would undo them."""
+        out = []
+        for size, allocated, mtime, ctime, ino in rows:
+            inode = self.ns.inodes.get(ino)
+            if inode is not None:
+                mtime, ctime = inode.mtime_ns, inode.ctime_ns
+            out.append((size, allocated, mtime, ctime, ino))
+        return out
 
     def _take_rows(self, inos: list[int]) -> list[tuple[int, int, int, int, int]]:
         rows = []
