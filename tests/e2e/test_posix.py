@@ -1131,3 +1131,33 @@ def test_odd_requests_get_clear_errors_and_the_daemon_carries_on(fs: ShadowMount
     assert os.lstat(m / "l").st_mtime_ns == 7
     assert p.read_bytes() == b"data" + bytes(8188)
     assert fs.status()["inodes"] == 4
+
+
+def test_times_set_while_a_flush_runs_survive_remount(shadowfs_mount: Any) -> None:
+    """rsync -t, cp -p and tar set mtime right after writing; a flush holding the file's
+    write-time snapshot must not put the old times back when it commits."""
+    fs = shadowfs_mount(extra="[metadata]\nflush_interval_s = 0.05\n")
+    ballast = os.open(fs.path("ballast"), os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+    big = mmap.mmap(-1, 32 * MiB)
+    big.write(rand(32 * MiB))
+    chunk = mmap.mmap(-1, MiB)
+    chunk.write(rand(MiB))
+    try:
+        for i in range(20):
+            os.pwrite(ballast, big, 0)  # gives the next flush 32 MiB to fsync
+            fd = os.open(fs.path(f"f{i}"), os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+            try:
+                os.write(fd, chunk)
+            finally:
+                os.close(fd)
+            time.sleep(0.03 + (i % 4) * 0.015)  # a flush is fsyncing, holding f{i}'s row
+            os.utime(fs.path(f"f{i}"), ns=(10**9 + i, 2 * 10**9 + i))
+    finally:
+        os.close(ballast)
+    cycle(fs)
+    wrong = [
+        (i, st.st_mtime_ns)
+        for i in range(20)
+        if (st := fs.path(f"f{i}").stat()).st_mtime_ns != 2 * 10**9 + i
+    ]
+    assert not wrong, f"mtimes lost (index, mtime): {wrong}"
