@@ -115,3 +115,20 @@ def test_devices_sharing_one_filesystem_mount_with_a_warning(shadowfs_mount: Any
     fs.umount()
     fs.start()
     assert fs.path("f").read_bytes() == data
+
+
+def test_umount_of_a_busy_mount_is_refused_and_the_mount_keeps_working(fs: ShadowMount) -> None:
+    fd = os.open(fs.path("open"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        result = run_cli("umount", str(fs.mnt))
+        assert result.returncode == 3, (result.returncode, result.stderr)
+        assert "unmount refused" in result.stderr and "busy" in result.stderr.lower()
+        assert is_mounted(fs.mnt)
+        os.write(fd, b"still mounted")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert fs.status()["pid"] == fs.pid
+    fs.umount()
+    fs.start()
+    assert fs.path("open").read_bytes() == b"still mounted"
