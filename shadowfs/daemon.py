@@ -28,6 +28,7 @@ from shadowfs import fsck
 from shadowfs.config import Config
 from shadowfs.control import ControlServer, MountRecord, Route
 from shadowfs.datapath import DataPath
+from shadowfs.errors import FsError
 from shadowfs.extent_map import ExtentMap
 from shadowfs.flusher import Flusher
 from shadowfs.health import HealthMonitor
@@ -70,7 +71,13 @@ class Filesystem:
             # the kernel did not forget: free them now rather than leave orphans.
             for inode in [i for i in self.namespace.inodes.values() if i.nlink == 0]:
                 await self.data.free(inode)
-            await self.data.sync(None, durable=True)
+            try:
+                await self.data.sync(None, durable=True)
+            except FsError as exc:
+                # Data a device failed to store: leave the filesystem marked unclean so that
+                # the next mount verifies it (fsck) instead of trusting it.
+                log.error("closing with unsynced data (%s): the next mount will recover", exc)
+                return
             self.store.set_info("clean", "1")
             self.store.checkpoint_truncate()
             self.store.sync_files()
@@ -288,36 +295,40 @@ async def serve(
     )
     # The forecast worker starts before the mount exists, so it holds no /dev/fuse descriptor.
     worker = _start_forecast_worker()
-    fs.health = HealthMonitor(
-        fs.devices,
-        {d.name: d.device_class.value for d in config.devices},
-        engine=worker,
-    )
-    routes = _routes(fs, record.mountpoint, flusher)
-    pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(ControlServer(socket_path, routes).serve)
-            nursery.start_soon(flusher.run)
-            nursery.start_soon(fs.health.run)
-            for device in fs.devices.values():
-                nursery.start_soon(_watch_capacity, device)
-            nursery.start_soon(_on_signals, mountpoint)
-            log.info("mounted %s on %s", fs.fs_uuid, mountpoint)
-            nursery.start_soon(_raise_readahead_after_init, mountpoint, config.cache.readahead_kib)
-            record.write()
-            (config.state_dir / PID_NAME).write_text(str(os.getpid()))
-            if on_ready is not None:
-                on_ready()
-            # More request tasks than pyfuse3's default 99, so that requests waiting on a
-            # slow device do not leave none free for the rest of the mount.
-            await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
-            nursery.cancel_scope.cancel()
+        fs.health = HealthMonitor(
+            fs.devices,
+            {d.name: d.device_class.value for d in config.devices},
+            engine=worker,
+        )
+        routes = _routes(fs, record.mountpoint, flusher)
+        pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ControlServer(socket_path, routes).serve)
+                nursery.start_soon(flusher.run)
+                nursery.start_soon(fs.health.run)
+                for device in fs.devices.values():
+                    nursery.start_soon(_watch_capacity, device)
+                nursery.start_soon(_on_signals, mountpoint)
+                log.info("mounted %s on %s", fs.fs_uuid, mountpoint)
+                nursery.start_soon(
+                    _raise_readahead_after_init, mountpoint, config.cache.readahead_kib
+                )
+                record.write()
+                (config.state_dir / PID_NAME).write_text(str(os.getpid()))
+                if on_ready is not None:
+                    on_ready()
+                # More request tasks than pyfuse3's default 99, so that requests waiting on a
+                # slow device do not leave none free for the rest of the mount.
+                await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
+                nursery.cancel_scope.cancel()
+        finally:
+            record.remove()
+            with contextlib.suppress(FileNotFoundError):
+                (config.state_dir / PID_NAME).unlink()
+            pyfuse3.close(unmount=True)
     finally:
-        record.remove()
-        with contextlib.suppress(FileNotFoundError):
-            (config.state_dir / PID_NAME).unlink()
-        pyfuse3.close(unmount=True)
         try:
             await fs.close()
         finally:
@@ -340,7 +351,11 @@ async def _raise_readahead_after_init(mountpoint: Path, kib: int) -> None:
     """The kernel sets the mount's readahead from the FUSE INIT reply, after pyfuse3.init
     returns; a value written before that is overwritten. A stat of the mountpoint (from a
     thread: it is served by this very loop) returns only once INIT is done."""
-    await trio.to_thread.run_sync(os.stat, mountpoint)
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as exc:
+        log.warning("FUSE readahead left as the kernel set it: stat of %s: %s", mountpoint, exc)
+        return
     ra = raise_readahead(mountpoint, kib)
     log.info("FUSE readahead of %s set to %s KiB", mountpoint, ra)
 

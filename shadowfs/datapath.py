@@ -97,6 +97,7 @@ class DataPath:
         # once per open file, so a retried fsync would succeed on data that never reached the
         # disk: the failure is remembered here and every later fsync of the file says EIO.
         self.failed_inodes: set[int] = set()
+        self.pending_frees: list[tuple[ExtentKey, str]] = []
         self.durability_log: list[tuple[str, str]] | None = None
 
     def _pieces(self, offset: int, length: int) -> Iterable[tuple[int, int, int, int]]:
@@ -229,14 +230,27 @@ class DataPath:
             self.ns.mark_dirty(inode)
             if not (doomed or cuts):
                 return
-            await self.sync([inode.ino], durable=False)
             try:
-                for key, device in doomed:
-                    await self.devices[device].delete(key)
-                for key, device, length in cuts:
-                    await self.devices[device].truncate(key, length)
-            except DeviceError as exc:
-                raise FsError(errno.EIO, str(exc)) from exc
+                # durable: after a power loss the old rows must not come back pointing at
+                # files deleted below
+                await self.sync([inode.ino], durable=True)
+            finally:
+                # Even when the commit failed: memory already says these bytes are gone, and a
+                # later extension must read zeros there, so the files follow memory. A crash
+                # before the next commit then finds copies shorter than their rows, which
+                # recovery reconciles.
+                await self._apply_cut(doomed, cuts)
+
+    async def _apply_cut(
+        self, doomed: list[tuple[ExtentKey, str]], cuts: list[tuple[ExtentKey, str, int]]
+    ) -> None:
+        try:
+            for key, device in doomed:
+                await self.devices[device].delete(key)
+            for key, device, length in cuts:
+                await self.devices[device].truncate(key, length)
+        except DeviceError as exc:
+            raise FsError(errno.EIO, str(exc)) from exc
 
     def _plan_cut(
         self, inode: Inode, size: int
@@ -292,11 +306,11 @@ class DataPath:
                 with self.store.transaction():
                     self.extents.delete_inode_rows(inode.ino)
                 self.ns.free(inode)
-            for key, device in doomed:
-                try:
-                    await self.devices[device].delete(key)
-                except DeviceError as exc:
-                    log.warning("freeing %s on %s failed (fsck will): %s", key, device, exc)
+                # The files go once that deletion is durable (next flush): a power loss before
+                # it must find the inode with its data, never rows pointing at deleted files.
+                # Inode numbers are never reused, so no new copy can take these names.
+                self.pending_frees.extend(doomed)
+                self.failed_inodes.discard(inode.ino)
 
     # ------------------------------------------------------------ durability
 
@@ -342,9 +356,25 @@ class DataPath:
                     self.ns.write_dirty_rows(self._with_current_times(rows))
                 self._log("metadata", "commit")
             self.in_flight = set()
-            if durable:
+            if durable or (inos is None and self.pending_frees):
                 await self.store.make_durable()
                 self._log("metadata", "durable")
+            if inos is None:
+                await self._delete_freed()
+                if durable and self.failed_inodes:
+                    raise FsError(
+                        errno.EIO,
+                        f"inodes {sorted(self.failed_inodes)}: a device failed to make their"
+                        " data durable",
+                    )
+
+    async def _delete_freed(self) -> None:
+        frees, self.pending_frees = self.pending_frees, []
+        for key, device in frees:
+            try:
+                await self.devices[device].delete(key)
+            except DeviceError as exc:
+                log.warning("freeing %s on %s failed (fsck will): %s", key, device, exc)
 
     def _with_current_times(
         self, rows: list[tuple[int, int, int, int, int]]

@@ -121,6 +121,8 @@ class ExtentMap:
             dirty = self._dirty.get(ino)
             if dirty:
                 dirty.discard(index)
+            for indexes in self._unsynced.get(ino, {}).values():
+                indexes.discard(index)  # no point making durable what is about to go
         return extent
 
     def drop_inode(self, ino: int) -> None:

@@ -33,12 +33,24 @@ from tiers.telemetry import DeviceTelemetry, TelemetrySample
 log = logging.getLogger(__name__)
 
 
-class NoForecasts:
-    """The engine when no forecast worker could be started: change detection and levels
-    still score; forecasts are reported as unavailable rather than faked."""
+class FallibleEngine:
+    """Wraps the forecast worker: if it dies or errs, scoring goes on without forecasts (the
+    reason says so) instead of every later tick failing half-way through the scorer."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.failures = 0
 
     def forecast(self, request: ForecastRequest) -> Forecast | None:
-        return None
+        if self.engine is None:
+            return None
+        try:
+            return self.engine.forecast(request)  # type: ignore[no-any-return]
+        except Exception as exc:
+            self.failures += 1
+            if self.failures == 1:
+                log.error("forecast worker failed (%s): scoring continues without forecasts", exc)
+            return None
 
 
 class HealthMonitor:
@@ -59,7 +71,8 @@ class HealthMonitor:
         for name, device in self.devices.items():
             device.recorder = self._recorder(self.telemetry[name])
         self.kernel = KernelStatsCollector({n: str(d.root) for n, d in self.devices.items()})
-        self.scorer = StreamingScorer(interval_s, engine=engine or NoForecasts())
+        self.engine = FallibleEngine(engine)
+        self.scorer = StreamingScorer(interval_s, engine=self.engine)
         rows = max(1, math.ceil(keep_s / interval_s))
         self.trace: dict[str, deque[Sample]] = {n: deque(maxlen=rows) for n in self.devices}
         self.last_sample: dict[str, TelemetrySample] = {}

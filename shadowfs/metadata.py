@@ -12,10 +12,12 @@ Schema (created in ``_SCHEMA``; every column documented there):
 fs_info    key/value: fs_uuid, extent_size, format_version, clean ('1' after a clean unmount,
            '0' while mounted: a '0' at mount time means the last shutdown was unclean),
            created_ns.
-inodes     one row per inode. nlink = 0 marks an orphan: an inode unlinked while open; mount
-           recovery frees orphans. size, mtime and allocated lag the in-memory state until the
-           next ordered flush (data fsynced first, so the row never points at bytes that are
-           not on the device).
+inodes     one row per inode; numbers are AUTOINCREMENT, never reused (a freed inode's copy
+           files are deleted after the next durable commit, under names a new inode must
+           not take; and the kernel may still hold the old number). nlink = 0 marks an
+           orphan: an inode unlinked while open; mount recovery frees orphans. size, mtime
+           and allocated lag the in-memory state until the next ordered flush (data fsynced
+           first, so the row never points at bytes that are not on the device).
 dentries   (parent, name) -> ino. id is AUTOINCREMENT and never reused: it is the readdir
            offset, so offsets stay valid across concurrent unlinks.
 symlinks   ino -> target.
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS fs_info (
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inodes (
-    ino       INTEGER PRIMARY KEY,
+    ino       INTEGER PRIMARY KEY AUTOINCREMENT,
     mode      INTEGER NOT NULL,
     uid       INTEGER NOT NULL,
     gid       INTEGER NOT NULL,

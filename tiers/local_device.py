@@ -132,6 +132,7 @@ class LocalDevice:
         self._mode = IOMode.INLINE
         self._threaded_until = 0.0
         self._recent_errors = 0
+        self._delete_epoch = 0
         self.last_mode_reason = ""
         self._slow_at: deque[float] = deque(maxlen=self.policy.slow_ops_to_switch)
         self.miss_latency_s = 0.0  # EWMA of reads that missed the page cache
@@ -223,6 +224,10 @@ class LocalDevice:
             self.force_threaded(f"{op} took {latency * 1000:.1f} ms")
 
     def _failed(self, op: str, exc: BaseException) -> DeviceError:
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            # Full, not failing: no threaded mode, no error in the health telemetry.
+            return DeviceError(code, f"device {self.name}: {op}: no space left")
         self.counters.errors += 1
         self._recent_errors += 1
         if self._recent_errors >= self.policy.error_threshold:
@@ -231,7 +236,6 @@ class LocalDevice:
             self.recorder(op + "_error", 0.0, 0, True)
         if isinstance(exc, DeviceError):
             return exc
-        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
         return DeviceError(code, f"device {self.name}: {op} failed: {exc}")
 
     # ----------------------------------------------------------------- threads
@@ -326,15 +330,22 @@ class LocalDevice:
             return fd, False
         path = str(self.path_of(key))
         started = time.perf_counter()
-        try:
-            if self.mode is IOMode.INLINE:
-                fd, created = _open_copy(path, create)
-            else:
-                fd, created = await self._in_thread("open", _open_copy, path, create)
-        except FileNotFoundError:
-            return None, False
-        except OSError as exc:
-            raise self._failed("open", exc) from exc
+        while True:
+            epoch = self._delete_epoch
+            try:
+                if self.mode is IOMode.INLINE:
+                    fd, created = _open_copy(path, create)
+                else:
+                    fd, created = await self._in_thread("open", _open_copy, path, create)
+            except FileNotFoundError:
+                return None, False
+            except OSError as exc:
+                raise self._failed("open", exc) from exc
+            if epoch == self._delete_epoch or fd is None:
+                break
+            # A delete ran while we waited for the thread: this fd may name a file that is
+            # now unlinked, and caching it would send later writes into the dead file.
+            os.close(fd)
         self._account("open", started, 0, True)
         if fd is None:
             return None, False
@@ -415,6 +426,7 @@ class LocalDevice:
             raise self._failed("truncate", exc) from exc
 
     async def delete(self, key: ExtentKey) -> None:
+        self._delete_epoch += 1
         self._forget_fd(key)
         path = str(self.path_of(key))
         try:
@@ -431,12 +443,12 @@ class LocalDevice:
         """fsync the named copies in this device's threads: batches of files per thread call
         (one thread hop per batch, not per file), a few batches at once."""
         fds: list[tuple[ExtentKey, int]] = []
-        for key in keys:
-            fd, _ = await self._open(key, create=False)
-            if fd is not None:
-                fds.append((key, fd))
-                self._pin(fd)
         try:
+            for key in keys:
+                fd, _ = await self._open(key, create=False)
+                if fd is not None:
+                    fds.append((key, fd))
+                    self._pin(fd)
             batches = max(1, min(4, self.policy.threads))
             size = -(-len(fds) // batches) if fds else 0
             async with trio.open_nursery() as nursery:
@@ -452,6 +464,10 @@ class LocalDevice:
         started = time.perf_counter()
         try:
             await self._in_thread("fsync", _fsync_all, [fd for _, fd in batch])
+        except DeviceTimeout:
+            for _, fd in batch:
+                self._pin(fd)  # for good: the abandoned thread may still fsync them
+            raise
         except OSError as exc:
             raise self._failed("fsync", exc) from exc
         self.counters.syncs += len(batch)
@@ -555,14 +571,23 @@ def filesystem_type(path: Path) -> str:
 
 def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
     try:
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
+        return _open_noatime(path, os.O_RDWR), False
     except FileNotFoundError:
         if not create:
             return None, False
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), True
+        return _open_noatime(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), True
     except FileExistsError:  # raced with ourselves in another thread
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC), False
+        return _open_noatime(path, os.O_RDWR), False
+
+
+def _open_noatime(path: str, flags: int, mode: int = 0o600) -> int:
+    """O_NOATIME: a read must not turn into an inode update (and a possible wait on the
+    journal) on the device. Only the owner or a privileged process may ask for it."""
+    try:
+        return os.open(path, flags | os.O_CLOEXEC | os.O_NOATIME, mode)
+    except PermissionError:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
 
 
 def _timed_pread(fd: int, size: int, offset: int) -> tuple[bytes, float]:

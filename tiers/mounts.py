@@ -25,7 +25,8 @@ def _unescape(field: str) -> str:
 
 
 def mount_entries() -> Iterator[MountEntry]:
-    with open("/proc/self/mountinfo") as f:
+    # Paths are bytes to the kernel; a mount point that is not UTF-8 must not break us.
+    with open("/proc/self/mountinfo", errors="surrogateescape") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields = left.split()

@@ -116,6 +116,8 @@ async def test_unlinked_open_file_stays_readable_until_released(h: FsHarness) ->
     assert h.fs.data.usage["hdd0"].copies == 1  # the kernel still remembers the inode
     await h.ops.forget([(ino, 2)])  # create + lookup
     assert h.fs.data.usage["hdd0"].copies == 0
+    assert list(h.fs.devices["hdd0"].list_copies()) != []  # files go after a durable commit
+    await h.fs.data.sync(None, durable=False)
     assert list(h.fs.devices["hdd0"].list_copies()) == []
 
 
@@ -346,3 +348,35 @@ async def test_xattrs_off_answer_enosys_so_the_kernel_stops_asking(tmp_path: Pat
         await h.ops.release(fh)
     finally:
         await h.close()
+
+
+async def test_failed_shrink_still_reads_zeros_after_a_later_extension(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fh, ino = await h.create(b"shrink")
+    await h.ops.write(fh, 0, b"o" * (2 * MiB))
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "injected")
+
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(pyfuse3.FUSEError):
+        await h.ops.setattr(ino, _size(0), Fields(update_size=True), fh, CTX)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    await h.ops.write(fh, MiB + MiB // 2, b"n" * 4096)
+    assert bytes(await h.ops.read(fh, MiB, 4096)) == bytes(4096)
+    assert bytes(await h.ops.read(fh, 0, 4096)) == bytes(4096)
+    await h.ops.release(fh)
+    h.fs.data.failed_inodes.clear()  # the injected failure is over; let the fixture's fsck run
+
+
+async def test_inode_numbers_are_never_reused(h: FsHarness) -> None:
+    fh, first = await h.create(b"one")
+    await h.ops.release(fh)
+    await h.ops.unlink(ROOT, b"one", CTX)
+    await h.ops.forget([(first, 1)])
+    await h.fs.data.sync(None, durable=False)
+    fh, second = await h.create(b"two")
+    await h.ops.release(fh)
+    assert second > first
