@@ -544,7 +544,8 @@ def test_symlinks(fs: ShadowMount) -> None:
 # ---------------------------------------------------------------- xattrs
 
 
-def test_xattrs(fs: ShadowMount) -> None:
+def test_xattrs_when_enabled(shadowfs_mount: Any) -> None:
+    fs = shadowfs_mount(extra="xattrs = true")
     p = fs.path("x")
     p.write_bytes(b"")
     assert os.listxattr(p) == []
@@ -565,6 +566,24 @@ def test_xattrs(fs: ShadowMount) -> None:
     assert os.listxattr(p) == ["user.one"]
     assert os.getxattr(p, "user.one") == b"one"
     assert os.getxattr(d, "user.dir") == b"yes"
+
+
+def test_xattrs_off_by_default_answer_eopnotsupp_consistently(fs: ShadowMount) -> None:
+    p = fs.path("x")
+    p.write_bytes(b"data")
+    d = fs.path("d")
+    d.mkdir()
+    for target in (p, d):
+        assert errno_of(os.setxattr, target, "user.one", b"1") == errno.EOPNOTSUPP
+        assert errno_of(os.getxattr, target, "user.one") == errno.EOPNOTSUPP
+        assert errno_of(os.listxattr, target) in (0, errno.EOPNOTSUPP)
+        assert errno_of(os.removexattr, target, "user.one") == errno.EOPNOTSUPP
+    assert errno_of(os.setxattr, p, "user.two", b"2", os.XATTR_CREATE) == errno.EOPNOTSUPP
+    with open(p, "r+b") as f:  # writes still work (no security.capability round trip)
+        f.write(b"DATA")
+    cycle(fs)
+    assert p.read_bytes() == b"DATA"
+    assert errno_of(os.getxattr, p, "user.one") == errno.EOPNOTSUPP
 
 
 # ---------------------------------------------------------------- space
