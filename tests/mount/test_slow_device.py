@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,11 @@ def slow_mount(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
             slowfs.kill()
 
 
+def _status(mnt: Path) -> dict[str, Any]:
+    cmd = [PY, "-m", "shadowfs", "status", str(mnt), "--json"]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)  # type: ignore[no-any-return]
+
+
 def _direct_read(path: Path, size: int = 65536) -> bytes:
     buf = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT wants
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
@@ -136,14 +142,7 @@ def test_slow_device_does_not_stall_the_mount(slow_mount: tuple[Path, Path, Path
     assert result["seconds"] >= 0.9  # it really waited on the device
     assert worst < 0.5, f"the mount stalled for {worst:.2f} s behind a slow device"
 
-    status = json.loads(
-        subprocess.run(
-            [PY, "-m", "shadowfs", "status", str(mnt), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    status = _status(mnt)
     hdd0 = status["devices"][0]
     assert hdd0["io_mode"] == "threaded"
 
@@ -159,12 +158,5 @@ def test_slow_device_does_not_stall_the_mount(slow_mount: tuple[Path, Path, Path
     os.listdir(mnt)
     assert time.monotonic() - t0 < 0.5
     control.write_text("0")
-    status = json.loads(
-        subprocess.run(
-            [PY, "-m", "shadowfs", "status", str(mnt), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    status = _status(mnt)
     assert status["devices"][0]["counters"]["timeouts"] >= 1
