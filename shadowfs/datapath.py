@@ -34,8 +34,7 @@ from shadowfs.errors import FsError
 from shadowfs.extent_map import Extent, ExtentMap
 from shadowfs.metadata import MetadataStore
 from shadowfs.namespace import Inode, Namespace, now_ns
-from tiers.device import DeviceError, ExtentKey, single_error
-from tiers.local_device import LocalDevice
+from tiers.device import Device, DeviceError, ExtentKey, single_error
 
 # The kernel's own limit for a FUSE file (MAX_LFS_FILESIZE). With the writeback cache the kernel
 # accepts a buffered write into its page cache before we see it, so a lower limit of ours would
@@ -75,7 +74,7 @@ class DataPath:
         store: MetadataStore,
         namespace: Namespace,
         extents: ExtentMap,
-        devices: Mapping[str, LocalDevice],
+        devices: Mapping[str, Device],
         backing: str,
         extent_size: int,
     ) -> None:

@@ -69,7 +69,6 @@ class ShadowOperations(pyfuse3.Operations):
         namespace: Namespace,
         data: DataPath,
         timeouts: Timeouts | None = None,
-        statfs_source: Callable[[], tuple[int, int]] | None = None,
         xattrs: bool = True,
     ) -> None:
         super().__init__()
@@ -79,7 +78,6 @@ class ShadowOperations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self.request_counts: dict[str, int] = {}  # per FUSE operation, for status
         self._next_fh = 1
-        self._statfs_source = statfs_source
         self.xattrs = xattrs
 
     # ------------------------------------------------------------ helpers

@@ -57,14 +57,15 @@ class DeviceTimeout(DeviceError):
 
 
 class Device(Protocol):
-    """One place that holds extent copies."""
+    """One place that holds extent copies: what the data path needs of any device."""
 
     name: str
+    durability_log: list[tuple[str, str]] | None  # test hook: the order of durability steps
 
     @property
     def mode(self) -> IOMode: ...
 
-    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes:
+    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
         """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""
         ...
 
@@ -83,6 +84,9 @@ class Device(Protocol):
     async def sync_namespace(self) -> None:
         """Make the directory entries of copies created since the last call durable."""
         ...
+
+    @property
+    def has_unsynced_namespace(self) -> bool: ...
 
     def copy_length(self, key: ExtentKey) -> int:
         """The stored length of a copy (0 if absent). May block briefly: for fsck and recovery."""
