@@ -134,7 +134,7 @@ def test_concurrent_clients_against_a_model(shadowfs_mount: Any) -> None:
         (fs.mnt / f"c{k}").mkdir()
         clients.append(Client(fs.mnt / f"c{k}", seed=SEED + k))
     errors: list[BaseException] = []
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 3.5
 
     def run(client: Client) -> None:
         try:
@@ -150,7 +150,7 @@ def test_concurrent_clients_against_a_model(shadowfs_mount: Any) -> None:
         t.join(60)
     if errors:
         raise errors[0]  # whole, with the client's recent history
-    assert sum(c.ops for c in clients) >= 200
+    assert sum(c.ops for c in clients) >= 100
     for c in clients:
         c.verify()
     fs.umount()
@@ -191,7 +191,7 @@ def test_kill9_under_concurrent_clients_recovers_without_loss(shadowfs_mount: An
     threads = [threading.Thread(target=run, args=(c,)) for c in clients]
     for t in threads:
         t.start()
-    time.sleep(3.0)
+    time.sleep(2.5)
     fs.kill9(detach=False)
     stop.set()
     for t in threads:
@@ -199,7 +199,7 @@ def test_kill9_under_concurrent_clients_recovers_without_loss(shadowfs_mount: An
     fs.detach()
     if errors:
         raise errors[0]
-    assert sum(c.ops for c in clients) >= 100
+    assert sum(c.ops for c in clients) >= 50
     fs.start()
     recovery = fs.status()["recovery"]
     assert recovery["data_loss"] == [], recovery
