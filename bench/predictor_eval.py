@@ -332,8 +332,8 @@ def measure_replay_speed() -> dict[str, float]:
     from predictor.trace import format_trace
     from shadowfs.predict_cli import replay
 
-    kinds = (*DEFAULT_KINDS, *HEALTHY_KINDS, *DEFAULT_KINDS, *HEALTHY_KINDS)[:50]
-    kinds = kinds + (Kind.HEALTHY,) * (50 - len(kinds))
+    mix: tuple[Kind, ...] = (*DEFAULT_KINDS, *HEALTHY_KINDS, *DEFAULT_KINDS, *HEALTHY_KINDS)
+    kinds = mix[:50] + (Kind.HEALTHY,) * (50 - len(mix[:50]))
     trace = generate_fleet(4242, kinds=kinds, duration_s=DAY_S, interval_s=10.0)
     text = format_trace(trace.samples, with_class=False)
     wall, cpu = time.perf_counter(), time.process_time()
