@@ -5,8 +5,9 @@ by the device's I/O recorder), reads the kernel's counters of the block device u
 (tiers.kernel_stats), and feeds the samples to the same StreamingScorer that ``shadowfs
 predict`` replays, so a live score and a replay of the exported trace agree. The scorer's
 ARIMA forecasts run in the forecast worker process (predictor.worker); the scorer call blocks
-on that round trip, so it runs in a thread, one at a time, and the loop never waits on it:
-a tick whose scoring has not finished is skipped for scoring (its sample is still kept).
+on that round trip, so it runs in a thread, one at a time, and the loop never waits on it.
+Ticks that arrive while a scoring call runs are queued and scored in order afterwards (the
+scorer's state needs every tick, or live scores would drift from a replay).
 
 The trace kept for export is bounded: the last ``keep_s`` seconds of samples per device.
 """
@@ -65,7 +66,6 @@ class HealthMonitor:
         self.devices = dict(devices)
         self.interval_s = interval_s
         now = time.monotonic()
-        self.started = time.time()
         self.classes = {name: DeviceClass(classes[name]) for name in self.devices}
         self.telemetry = {name: DeviceTelemetry(name, now) for name in self.devices}
         for name, device in self.devices.items():
@@ -79,6 +79,7 @@ class HealthMonitor:
         self.last_kernel: dict[str, KernelSample | None] = {}
         self.scores: dict[str, DeviceScore] = {}
         self._scoring = False
+        self._queue: list[list[Sample]] = []
         self.ticks = 0
         self.scored_ticks = 0
 
@@ -101,13 +102,18 @@ class HealthMonitor:
         return record
 
     async def run(self) -> None:
+        # trio's clock: monotonic, and a test's autojump clock drives the loop through hours
+        started = trio.current_time()
+        for telemetry in self.telemetry.values():
+            telemetry.snapshot(started)  # start the first interval on this clock
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.sleep(self.interval_s)
-                samples = self.tick(time.monotonic(), time.time() - self.started)
+                now = trio.current_time()
+                self._queue.append(self.tick(now, now - started))
                 if not self._scoring:
                     self._scoring = True
-                    nursery.start_soon(self._score, samples)
+                    nursery.start_soon(self._score_queued)
 
     def tick(self, now: float, time_s: float) -> list[Sample]:
         """Close every device's interval; keep the samples; return them for scoring."""
@@ -132,26 +138,37 @@ class HealthMonitor:
             samples.append(sample)
         return samples
 
-    async def _score(self, samples: list[Sample]) -> None:
+    async def _score_queued(self) -> None:
         try:
-            scores = await trio.to_thread.run_sync(self.scorer.observe, samples[0].time_s, samples)
-        except Exception:
-            log.exception("failure scoring failed; telemetry continues")
-        else:
-            self.scored_ticks += 1
-            for score in scores:
-                previous = self.scores.get(score.device)
-                self.scores[score.device] = score
-                if previous is None or previous.state != score.state:
-                    log.info(
-                        "device %s health: %s (score %.0f: %s)",
-                        score.device,
-                        score.state.value,
-                        score.score,
-                        score.reason.text(),
-                    )
+            while self._queue:
+                ticks, self._queue = self._queue, []
+                try:
+                    results = await trio.to_thread.run_sync(self._observe_all, ticks)
+                except Exception:
+                    log.exception("failure scoring failed; telemetry continues")
+                    continue
+                for scores in results:
+                    self._publish(scores)
         finally:
             self._scoring = False
+
+    def _observe_all(self, ticks: list[list[Sample]]) -> list[list[DeviceScore]]:
+        """In a worker thread: only this thread touches the scorer while it runs."""
+        return [self.scorer.observe(samples[0].time_s, samples) for samples in ticks]
+
+    def _publish(self, scores: list[DeviceScore]) -> None:
+        self.scored_ticks += 1
+        for score in scores:
+            previous = self.scores.get(score.device)
+            self.scores[score.device] = score
+            if previous is None or previous.state != score.state:
+                log.info(
+                    "device %s health: %s (score %.0f: %s)",
+                    score.device,
+                    score.state.value,
+                    score.score,
+                    score.reason.text(),
+                )
 
     # ------------------------------------------------------------ views
 
