@@ -174,11 +174,18 @@ class ShadowMount:
             time.sleep(0.02)
         raise RuntimeError(f"mount did not answer within {MOUNT_TIMEOUT} s\n{self.log_tail()}")
 
-    def umount(self) -> None:
-        """Clean unmount through the CLI; the daemon must exit 0."""
-        result = run_cli("umount", str(self.mnt), timeout=60)
-        assert result.returncode == 0, result.stderr
-        assert self.proc.wait(timeout=30) == 0
+    def umount(self, via_cli: bool = False) -> None:
+        """Clean unmount, the daemon must exit 0: ``fusermount3 -u`` as ``shadowfs umount``
+        does (without the CLI's interpreter start-up), or through the CLI itself."""
+        if via_cli:
+            result = run_cli("umount", str(self.mnt), timeout=60)
+            assert result.returncode == 0, result.stderr
+        else:
+            result = subprocess.run(
+                ["fusermount3", "-u", str(self.mnt)], capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 0, result.stderr
+        assert self.proc.wait(timeout=60) == 0
         assert not is_mounted(self.mnt)
 
     def remount(self) -> None:

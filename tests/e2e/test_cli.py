@@ -129,6 +129,6 @@ def test_umount_of_a_busy_mount_is_refused_and_the_mount_keeps_working(fs: Shado
     finally:
         os.close(fd)
     assert fs.status()["pid"] == fs.pid
-    fs.umount()
+    fs.umount(via_cli=True)
     fs.start()
     assert fs.path("open").read_bytes() == b"still mounted"

@@ -212,8 +212,8 @@ def test_every_kind_of_acknowledgment_survives_kill9(shadowfs_mount: Any) -> Non
     log = fs.log_text()
     assert "last shutdown was not clean: recovering before the mount answers" in log
     assert "recovery done:" in log
-    # a clean unmount after recovery, then fsck finds nothing
-    fs.umount()
+    # a clean unmount after recovery (through the CLI), then fsck finds nothing
+    fs.umount(via_cli=True)
     result = run_cli("fsck", str(fs.config))
     assert result.returncode == 0, result.stderr
     assert "fsck: 0 findings, 0 repaired, 0 with data loss" in result.stdout
