@@ -291,6 +291,16 @@ class ShadowMount:
                         with contextlib.suppress(ProcessLookupError):
                             proc.kill()
                         proc.wait(timeout=10)
+            self._forget_registry_entry()
+
+    def _forget_registry_entry(self) -> None:
+        """A killed daemon cannot remove its registry entry: remove it when it is one of ours."""
+        from shadowfs.control import MountRecord
+
+        record = MountRecord.find(self.mnt)
+        ours = {p.pid for p in self.procs if p.poll() is not None}
+        if record is not None and record.pid in ours:
+            record.remove()
 
 
 def write_config(
