@@ -323,10 +323,13 @@ def test_readdir_stable_while_entries_are_deleted(fs: ShadowMount) -> None:
                     if victim not in deleted:
                         os.unlink(d / victim)
                         deleted.add(victim)
+                (d / f"new{k:05d}").touch()  # created during the loop: seen at most once
     assert len(seen) == len(set(seen)), "an entry was returned twice"
     missing = set(names) - deleted - set(seen)
     assert not missing, f"{len(missing)} live entries were skipped"
-    assert set(os.listdir(d)) == set(names) - deleted
+    created = {f"new{k:05d}" for k in range(0, len(seen), 3)}
+    assert set(seen) <= set(names) | created
+    assert set(os.listdir(d)) == (set(names) - deleted) | created
 
 
 # ---------------------------------------------------------------- special files
@@ -1180,3 +1183,20 @@ def test_times_set_while_a_flush_runs_survive_remount(shadowfs_mount: Any) -> No
         if (st := fs.path(f"f{i}").stat()).st_mtime_ns != 2 * 10**9 + i
     ]
     assert not wrong, f"mtimes lost (index, mtime): {wrong}"
+
+
+def test_freed_files_leave_nothing_on_the_device_after_umount(shadowfs_mount: Any) -> None:
+    from mountfs import run_cli
+
+    fs = shadowfs_mount(extra="[metadata]\nflush_interval_s = 600.0\n")
+    for i in range(5):
+        with open(fs.path(f"f{i}"), "wb") as f:
+            f.write(rand(MiB))
+            f.flush()
+            os.fsync(f.fileno())
+    for i in range(5):
+        os.unlink(fs.path(f"f{i}"))  # their copy files go at the next flush: here, the last
+    fs.umount()
+    assert [p for p in (fs.device / "extents").rglob("*") if p.is_file()] == []
+    result = run_cli("fsck", "--no-repair", str(fs.config))
+    assert result.returncode == 0 and "fsck: 0 findings" in result.stdout, result.stdout
