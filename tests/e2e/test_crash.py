@@ -14,6 +14,7 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -236,7 +237,7 @@ def test_unacknowledged_overwrite_reads_as_old_or_new_per_block(shadowfs_mount: 
     fd = os.open(p, os.O_RDWR)
     direct = os.open(p, os.O_RDWR | os.O_DIRECT)
     try:
-        rng = __import__("random").Random(7)
+        rng = random.Random(7)
         for i in range(600):
             blk = rng.randrange(0, len(b) // BLOCK - 4)
             n = rng.choice((1, 1, 2, 4)) * BLOCK
