@@ -42,6 +42,7 @@ from tiers.device import Device, DeviceError, ExtentKey, single_error
 # EFBIG (or a short write) when the write is made.
 MAX_FILE_SIZE = (1 << 63) - 1
 log = logging.getLogger(__name__)
+READ_AHEAD_EXTENTS = 8
 
 
 @asynccontextmanager
@@ -116,6 +117,9 @@ class DataPath:
             return b""
         size = min(size, inode.size - offset)
         extents = self.extents.of(inode.ino)
+        if offset == inode.read_end and offset % self.extent_size == 0:
+            self._read_ahead(inode, offset // self.extent_size + 1, extents)
+        inode.read_end = offset + size
         parts: list[bytes | bytearray] = []
         for idx, inner, n, _ in self._pieces(offset, size):
             extent = extents.get(idx)
@@ -124,6 +128,23 @@ class DataPath:
                 continue
             parts.append(await self._read_extent(inode.ino, extent, inner, n))
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_ahead(self, inode: Inode, first: int, extents: Mapping[int, Extent]) -> None:
+        """A sequential reader entering a new extent: ask the devices to start reading the
+        next copies (posix_fadvise WILLNEED, in their threads, not awaited). Each copy is its
+        own file, so the device's readahead cannot cross into the next extent by itself, and
+        a cold sequential read would otherwise wait on one extent-sized read at a time."""
+        start = max(first, inode.read_ahead_until)
+        stop = first + READ_AHEAD_EXTENTS
+        by_device: dict[str, list[ExtentKey]] = {}
+        for idx in range(start, stop):
+            extent = extents.get(idx)
+            if extent is not None:
+                copy = extent.primary()
+                by_device.setdefault(copy.device, []).append(ExtentKey(inode.ino, idx))
+        inode.read_ahead_until = max(inode.read_ahead_until, stop)
+        for name, keys in by_device.items():
+            trio.lowlevel.spawn_system_task(self.devices[name].prefetch, keys)
 
     async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> bytes | bytearray:
         copy = extent.primary()

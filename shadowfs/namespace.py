@@ -55,6 +55,8 @@ class Inode:
     allocated: int = 0
     lookups: int = 0
     open_handles: int = 0
+    read_end: int = -1  # where the last read ended: the next one starting there is sequential
+    read_ahead_until: int = 0  # extents below this index were already prefetched
     lock: trio.Lock = field(default_factory=trio.Lock, repr=False)
 
     @property

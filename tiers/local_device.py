@@ -416,6 +416,15 @@ class LocalDevice:
         self._account("write", started, n, True)
         return created
 
+    async def prefetch(self, keys: Iterable[ExtentKey]) -> None:
+        paths = [str(self.path_of(k)) for k in keys]
+        if not paths:
+            return
+        try:
+            await self._in_thread("prefetch", _will_need, paths)
+        except OSError:
+            pass  # a hint; the read that needs the data will see any real error
+
     async def truncate(self, key: ExtentKey, length: int) -> None:
         fd, _ = await self._open(key, create=False)
         if fd is None:
@@ -596,6 +605,18 @@ def _timed_pread(fd: int, size: int, offset: int) -> tuple[bytes, float]:
     t0 = time.perf_counter()
     data = os.pread(fd, size, offset)
     return data, time.perf_counter() - t0
+
+
+def _will_need(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def _fsync_all(fds: list[int]) -> None:

@@ -380,3 +380,28 @@ async def test_inode_numbers_are_never_reused(h: FsHarness) -> None:
     fh, second = await h.create(b"two")
     await h.ops.release(fh)
     assert second > first
+
+
+async def test_sequential_reads_prefetch_the_next_copies(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio
+
+    fh, ino = await h.create(b"seq")
+    await h.ops.write(fh, 0, b"s" * (12 * MiB))
+    asked: list[list[int]] = []
+    device = h.fs.devices["hdd0"]
+
+    async def record(keys):  # type: ignore[no-untyped-def]
+        asked.append([k.index for k in keys])
+
+    monkeypatch.setattr(device, "prefetch", record)
+    for i in range(3):  # a sequential reader, extent by extent
+        await h.ops.read(fh, i * MiB, MiB)
+    await trio.testing.wait_all_tasks_blocked()
+    assert sorted(asked) == [[2, 3, 4, 5, 6, 7, 8, 9], [10]]  # each copy asked for once
+    asked.clear()
+    await h.ops.read(fh, 7 * MiB + 4096, 4096)  # a random read prefetches nothing
+    await trio.testing.wait_all_tasks_blocked()
+    assert asked == []
+    await h.ops.release(fh)
