@@ -7,10 +7,13 @@ daemon's exact PID) and returns once the control socket answers for that PID and
 mountpoint is a FUSE mount. ``fs.kill9()``, ``fs.remount()`` and ``fs.umount()`` drive
 crash tests.
 
-Teardown always runs, whatever the test did: ``shadowfs umount``; if the mount is still
-there, ``fusermount3 -u``; if that fails or hangs, abort the FUSE connection through fusectl
-(/sys/fs/fuse/connections/<minor>/abort) and detach lazily with ``fusermount3 -uz``; then
-SIGTERM / SIGKILL the daemon processes this fixture started (by PID, never by name).
+Teardown always runs, whatever the test did. A daemon that answers its control socket is
+unmounted with ``shadowfs umount``, then ``fusermount3 -u`` if the mount is still there; if
+that fails, or the daemon is hung or dead, the FUSE connection is aborted through fusectl
+(/sys/fs/fuse/connections/<minor>/abort, mounting fusectl for the moment if the system has
+not) and the mount detached with ``fusermount3 -uz``. Then the daemon processes this fixture
+started are ended by PID (SIGTERM, or SIGKILL when hung), never by name, and a registry entry
+a killed daemon of ours left behind is removed.
 
 After each test the daemon log must hold no WARNING, ERROR, CRITICAL or Traceback line that
 the test did not declare with ``fs.expect_log(regex)``.
