@@ -134,6 +134,8 @@ class DataPath:
         next copies (posix_fadvise WILLNEED, in their threads, not awaited). Each copy is its
         own file, so the device's readahead cannot cross into the next extent by itself, and
         a cold sequential read would otherwise wait on one extent-sized read at a time."""
+        if inode.read_ahead_until - first > READ_AHEAD_EXTENTS:
+            inode.read_ahead_until = first  # a new sequential pass, behind the last one
         start = max(first, inode.read_ahead_until)
         stop = first + READ_AHEAD_EXTENTS
         by_device: dict[str, list[ExtentKey]] = {}

@@ -404,4 +404,8 @@ async def test_sequential_reads_prefetch_the_next_copies(
     await h.ops.read(fh, 7 * MiB + 4096, 4096)  # a random read prefetches nothing
     await trio.testing.wait_all_tasks_blocked()
     assert asked == []
+    for i in range(2):  # a second pass from the start prefetches again
+        await h.ops.read(fh, i * MiB, MiB)
+    await trio.testing.wait_all_tasks_blocked()
+    assert asked == [[2, 3, 4, 5, 6, 7, 8, 9]]
     await h.ops.release(fh)
