@@ -27,7 +27,7 @@ import trio
 from predictor.worker import ForecastWorker
 from shadowfs import fsck
 from shadowfs.config import Config
-from shadowfs.control import ControlServer, MountRecord, Route
+from shadowfs.control import SOCKET_NAME, ControlServer, MountRecord, Route
 from shadowfs.datapath import DataPath
 from shadowfs.errors import FsError
 from shadowfs.extent_map import ExtentMap
@@ -304,7 +304,7 @@ async def serve(
     flusher = Flusher(
         fs.data, fs.store, config.metadata.flush_interval_s, config.metadata.checkpoint_interval_s
     )
-    socket_path = config.state_dir / "control.sock"
+    socket_path = config.state_dir / SOCKET_NAME
     record = MountRecord(
         mountpoint=os.path.abspath(mountpoint),
         socket=str(socket_path),

@@ -141,9 +141,6 @@ class ExtentMap:
         self.db.execute("DELETE FROM extents WHERE ino=?", (ino,))
         self.db.execute("DELETE FROM copies WHERE ino=?", (ino,))
 
-    def loaded_inodes(self) -> Iterable[int]:
-        return self._files.keys()
-
     # ------------------------------------------------------------ flushing
 
     def has_pending(self, ino: int | None = None) -> bool:

@@ -2,8 +2,8 @@
 
 Every ``flush_interval`` it runs the data path's ordered flush (data fsynced, then the rows
 that describe it committed; not fsynced: an acknowledged sync does that), and every
-``checkpoint_interval`` it checkpoints the WAL from a worker thread. ``wake`` runs a flush
-early; ``stop`` ends the loop after a last flush.
+``checkpoint_interval`` it checkpoints the WAL from a worker thread. It runs until its
+nursery is cancelled; the final durable flush belongs to ``Filesystem.close``.
 """
 
 from __future__ import annotations
@@ -32,24 +32,13 @@ class Flusher:
         self.store = store
         self.flush_interval = flush_interval
         self.checkpoint_interval = checkpoint_interval
-        self._wake = trio.Event()
-        self._stopping = False
         self.flushes = 0
         self.failures = 0
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-
     async def run(self) -> None:
         last_checkpoint = time.monotonic()
-        while not self._stopping:
-            with trio.move_on_after(self.flush_interval):
-                await self._wake.wait()
-            self._wake = trio.Event()
+        while True:
+            await trio.sleep(self.flush_interval)
             try:
                 await self.data.sync(None, durable=False)
                 self.flushes += 1

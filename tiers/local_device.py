@@ -31,7 +31,7 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,13 +101,6 @@ class DeviceCounters:
 
 IORecorder = Callable[[str, float, int, bool], None]
 """Called as (op, latency_s, nbytes, reached_device) after each I/O, on the trio thread."""
-
-
-@dataclass
-class _Probe:
-    """Test hook: records the order of durability steps (fsync of files, of directories)."""
-
-    events: list[tuple[str, str]] = field(default_factory=list)
 
 
 class LocalDevice:
