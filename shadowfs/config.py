@@ -353,37 +353,36 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(cls))
 
 
+def _field(table: Mapping[str, Any], defaults: object, prefix: str, key: str) -> tuple[Any, str]:
+    """A table's value for ``key`` (its dataclass default when absent) and the key's full name
+    for error messages, so that each key is spelled once."""
+    return table.get(key, getattr(defaults, key)), f"{prefix}{key}"
+
+
 def _parse_io(table: Mapping[str, Any]) -> IOConfig:
     _check_keys(table, _field_names(IOConfig), "io.")
     defaults = IOConfig()
     return IOConfig(
-        deadline_s=_seconds(
-            table.get("deadline_s", defaults.deadline_s), "io.deadline_s", allow_zero=False
-        ),
+        deadline_s=_seconds(*_field(table, defaults, "io.", "deadline_s"), allow_zero=False),
         threads_per_device=_int(
-            table.get("threads_per_device", defaults.threads_per_device),
-            "io.threads_per_device",
+            *_field(table, defaults, "io.", "threads_per_device"),
             minimum=1,
             maximum=256,
         ),
         slow_threshold_ms=_seconds(
-            table.get("slow_threshold_ms", defaults.slow_threshold_ms),
-            "io.slow_threshold_ms",
+            *_field(table, defaults, "io.", "slow_threshold_ms"),
             allow_zero=False,
         ),
         clean_period_s=_seconds(
-            table.get("clean_period_s", defaults.clean_period_s),
-            "io.clean_period_s",
+            *_field(table, defaults, "io.", "clean_period_s"),
             allow_zero=True,
         ),
         error_threshold=_int(
-            table.get("error_threshold", defaults.error_threshold),
-            "io.error_threshold",
+            *_field(table, defaults, "io.", "error_threshold"),
             minimum=1,
         ),
         inline_miss_us=_seconds(
-            table.get("inline_miss_us", defaults.inline_miss_us),
-            "io.inline_miss_us",
+            *_field(table, defaults, "io.", "inline_miss_us"),
             allow_zero=True,
         ),
     )
@@ -394,13 +393,11 @@ def _parse_metadata(table: Mapping[str, Any]) -> MetadataConfig:
     defaults = MetadataConfig()
     return MetadataConfig(
         flush_interval_s=_seconds(
-            table.get("flush_interval_s", defaults.flush_interval_s),
-            "metadata.flush_interval_s",
+            *_field(table, defaults, "metadata.", "flush_interval_s"),
             allow_zero=False,
         ),
         checkpoint_interval_s=_seconds(
-            table.get("checkpoint_interval_s", defaults.checkpoint_interval_s),
-            "metadata.checkpoint_interval_s",
+            *_field(table, defaults, "metadata.", "checkpoint_interval_s"),
             allow_zero=False,
         ),
     )
@@ -411,24 +408,19 @@ def _parse_cache(table: Mapping[str, Any]) -> CacheConfig:
     defaults = CacheConfig()
     return CacheConfig(
         attr_timeout_s=_seconds(
-            table.get("attr_timeout_s", defaults.attr_timeout_s),
-            "cache.attr_timeout_s",
+            *_field(table, defaults, "cache.", "attr_timeout_s"),
             allow_zero=True,
         ),
         entry_timeout_s=_seconds(
-            table.get("entry_timeout_s", defaults.entry_timeout_s),
-            "cache.entry_timeout_s",
+            *_field(table, defaults, "cache.", "entry_timeout_s"),
             allow_zero=True,
         ),
         readahead_kib=_int(
-            table.get("readahead_kib", defaults.readahead_kib),
-            "cache.readahead_kib",
+            *_field(table, defaults, "cache.", "readahead_kib"),
             minimum=0,
             maximum=1024 * 1024,
         ),
-        writeback_cache=_bool(
-            table.get("writeback_cache", defaults.writeback_cache), "cache.writeback_cache"
-        ),
+        writeback_cache=_bool(*_field(table, defaults, "cache.", "writeback_cache")),
     )
 
 
