@@ -68,6 +68,7 @@ class ReasonKind(Enum):
     FORECAST = "forecast"  # ARIMA forecast crosses the failure threshold within the horizon
     FAIL_SLOW = "fail_slow"  # a persistent shift beyond the fail-slow threshold
     ERROR_RATE = "error_rate"  # sustained errors above the threshold
+    EXTERNAL = "external"  # evidence from outside the series (e.g. SMART), set by the caller
     SILENT = "silent"  # the device stopped reporting
 
 
@@ -89,6 +90,8 @@ class Reason:
     threshold: float = math.nan  # same unit as value
     horizon_s: float = math.nan
     confidence: float = 0.0  # this signal's probability, 0..1
+    source: str | None = None  # EXTERNAL: where the evidence comes from (e.g. "smart")
+    note: str = ""  # EXTERNAL: the caller's reason, verbatim
 
     def text(self) -> str:
         if self.kind is ReasonKind.NONE:
@@ -97,6 +100,8 @@ class Reason:
             return "learning baseline"
         if self.kind is ReasonKind.SILENT:
             return "device stopped reporting"
+        if self.kind is ReasonKind.EXTERNAL:
+            return f"{self.source}: {self.note}, p={self.confidence:.2f}"
         assert self.signal is not None
         unit = "/min" if self.signal is Signal.ERRORS else "x baseline"
         what = {
@@ -120,6 +125,7 @@ class Reason:
             "threshold": clean(self.threshold),
             "horizon_s": clean(self.horizon_s),
             "confidence": round(self.confidence, 4),
+            "source": self.source,
             "text": self.text(),
         }
 

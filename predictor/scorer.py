@@ -16,7 +16,9 @@ replayed trace scores exactly as the live daemon did. Per sample:
    (screened), the probability that its ARIMA forecast crosses the failure threshold within
    the horizon (refreshed every `forecast_every_s`); for errors, the probability that the
    sustained rate exceeds its threshold, and the ARIMA forecast of the rate;
-4. the score is the fused probability x 100, with the reason of the strongest signal;
+4. the score is the fused probability x 100, with the reason of the strongest signal; standing
+   evidence from outside the series (`set_external`, e.g. SMART health) joins the fusion as
+   one more signal per source;
 5. a sample judged healthy then teaches the load model and the noise scale.
 
 Forecasts come from a `ForecastEngine`: predictor.arima.ArimaEngine in-process (replay,
@@ -119,6 +121,7 @@ class _Device:
     evacuation_s: float | None = None
     last_score: DeviceScore | None = None
     silent: bool = False
+    external: dict[str, Reason] = field(default_factory=dict)  # by source
 
 
 class StreamingScorer:
@@ -153,6 +156,43 @@ class StreamingScorer:
     def set_evacuation_time(self, device: str, seconds: float) -> None:
         """The device's estimated evacuation time; the horizon is max(1 h, 2x this)."""
         self._device_for(device, DeviceClass.UNKNOWN, math.nan).evacuation_s = seconds
+
+    def set_external(self, device: str, source: str, probability: float, reason: str) -> None:
+        """Standing evidence about `device` from outside its telemetry (e.g. source "smart").
+
+        `probability` (0..1) is fused into the device's score like any signal's, from the
+        next observe() on, until this source is set again; 0 clears it. The score's reason
+        names the source and `reason` when this evidence is the strongest. It counts during
+        warm-up too (it needs no baseline), and never stops the device's baselines learning.
+        """
+        if not isinstance(device, str) or not device:
+            raise ValueError(f"external evidence: device must be a non-empty name, not {device!r}")
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"external evidence: source must be a non-empty name, not {source!r}")
+        if not isinstance(reason, str):
+            raise ValueError(f"external evidence: reason must be a string, not {reason!r}")
+        if (
+            isinstance(probability, bool)
+            or not isinstance(probability, (int, float))
+            or not math.isfinite(probability)
+            or not 0.0 <= probability <= 1.0
+        ):
+            raise ValueError(
+                f"external evidence {source!r} for {device!r}: probability must be a finite "
+                f"number in [0, 1], not {probability!r}"
+            )
+        evidence = self._device_for(device, DeviceClass.UNKNOWN, math.nan).external
+        if probability == 0.0:
+            evidence.pop(source, None)
+        else:
+            evidence[source] = Reason(
+                ReasonKind.EXTERNAL, confidence=float(probability), source=source, note=reason
+            )
+
+    def external(self, device: str) -> dict[str, float]:
+        """The standing external evidence of `device`: probability by source."""
+        found = self._devices.get(device)
+        return {} if found is None else {s: r.confidence for s, r in found.external.items()}
 
     def observe(self, time_s: float, samples: Sequence[Sample]) -> list[DeviceScore]:
         """Feed every device's sample for one tick; return their scores (and new silences)."""
@@ -298,14 +338,23 @@ class StreamingScorer:
         if closed is not None:
             self._push_aggregate(device, closed)
 
+        external = list(device.external.values())
         if warming:
             # The noise scale is learned only in the second half of the warm-up, once the
             # load model has settled: early residuals measure the model, not the device.
             learn_scale = t - device.first_seen >= self._warmup_s / 2
             self._learn(device, sample, warming=True, learn_scale=learn_scale)
-            return DeviceScore(
-                sample.device, t, 0.0, HealthState.WARMING_UP, Reason(ReasonKind.WARMING_UP)
+            # External evidence needs no baseline: it scores during warm-up too.
+            score = round(100.0 * fuse([r.confidence for r in external]), 1)
+            strongest = max(external, key=lambda r: r.confidence, default=None)
+            if score >= cfg.warn and strongest is not None:
+                return DeviceScore(sample.device, t, score, state_for(score, cfg), strongest)
+            reason = (
+                strongest
+                if strongest and strongest.confidence > 0.005
+                else Reason(ReasonKind.WARMING_UP)
             )
+            return DeviceScore(sample.device, t, score, HealthState.WARMING_UP, reason)
 
         horizon_s = cfg.horizon_s(device.evacuation_s)
         steps = max(1, min(cfg.max_forecast_steps, math.ceil(horizon_s / 60.0)))
@@ -318,15 +367,19 @@ class StreamingScorer:
         for reason in candidates:
             assert reason.signal is not None
             per_signal[reason.signal] = max(per_signal.get(reason.signal, 0.0), reason.confidence)
-        score = round(100.0 * fuse(list(per_signal.values())), 1)
-        strongest = max(candidates, key=lambda r: r.confidence, default=None)
+        own = fuse(list(per_signal.values()))
+        # Each external source is one more signal; it joins the fusion, not the learning.
+        score = round(100.0 * fuse([own] + [r.confidence for r in external]), 1)
+        strongest = max(candidates + external, key=lambda r: r.confidence, default=None)
         reason = (
             strongest
             if strongest and strongest.confidence > 0.005
             else Reason(ReasonKind.NONE, horizon_s=horizon_s)
         )
         health = state_for(score, cfg)
-        if health is HealthState.HEALTHY and not any(
+        # Whether the telemetry is healthy decides learning: a standing SMART warning must
+        # not freeze the device's baselines.
+        if state_for(round(100.0 * own, 1), cfg) is HealthState.HEALTHY and not any(
             device.signals[s].cusum.alarmed for s in LATENCY_SIGNALS
         ):
             self._learn(device, sample, warming=False, learn_scale=True)
