@@ -41,6 +41,7 @@ __all__ = [
     "DeviceConfig",
     "IOConfig",
     "MetadataConfig",
+    "TelemetryConfig",
     "demo_config",
     "format_size",
     "load_config",
@@ -145,6 +146,20 @@ class CacheConfig:
     writeback_cache: bool = True
 
 
+# SMART queries can stall a busy disk for a moment and its attributes move over days: never
+# more often than every 10 minutes (tiers.smart.DEFAULT_MIN_INTERVAL_S).
+MIN_SMART_INTERVAL_S = 600.0
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Device health measurement: the per-I/O recorder, the health loop, SMART polling."""
+
+    enabled: bool = True  # off: no per-I/O recording, no health loop, no failure score
+    smart: bool = True  # poll smartctl for each device's block device (when installed)
+    smart_interval_s: float = MIN_SMART_INTERVAL_S
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated configuration."""
@@ -156,6 +171,7 @@ class Config:
     io: IOConfig
     metadata: MetadataConfig
     cache: CacheConfig
+    telemetry: TelemetryConfig = TelemetryConfig()
     log_level: str = "INFO"
     source: str = EMBEDDED_SOURCE  # the config file's path, or "<embedded default>"
     # Extended attributes cost every write a getxattr("security.capability") round trip
@@ -424,6 +440,24 @@ def _parse_cache(table: Mapping[str, Any]) -> CacheConfig:
     )
 
 
+def _parse_telemetry(table: Mapping[str, Any]) -> TelemetryConfig:
+    _check_keys(table, _field_names(TelemetryConfig), "telemetry.")
+    defaults = TelemetryConfig()
+    interval, key = _field(table, defaults, "telemetry.", "smart_interval_s")
+    smart_interval_s = _seconds(interval, key, allow_zero=False)
+    if smart_interval_s < MIN_SMART_INTERVAL_S:
+        raise ConfigError(
+            key,
+            f"{interval!r} is out of range; SMART is polled at most every "
+            f"{MIN_SMART_INTERVAL_S:g} s (10 minutes): use {MIN_SMART_INTERVAL_S:g} or more",
+        )
+    return TelemetryConfig(
+        enabled=_bool(*_field(table, defaults, "telemetry.", "enabled")),
+        smart=_bool(*_field(table, defaults, "telemetry.", "smart")),
+        smart_interval_s=smart_interval_s,
+    )
+
+
 _DEVICE_KEYS = ("name", "path", "class", "capacity", "compress")
 _TOP_LEVEL_KEYS = (
     "backing",
@@ -435,6 +469,7 @@ _TOP_LEVEL_KEYS = (
     "io",
     "metadata",
     "cache",
+    "telemetry",
 )
 
 
@@ -681,6 +716,7 @@ def parse_config(text: str, *, source: str, check_paths: bool = True) -> Config:
     io = _parse_io(_table(raw, "io"))
     metadata = _parse_metadata(_table(raw, "metadata"))
     cache = _parse_cache(_table(raw, "cache"))
+    telemetry = _parse_telemetry(_table(raw, "telemetry"))
     log_level = _parse_log_level(raw)
     xattrs = _bool(raw.get("xattrs", False), "xattrs")
 
@@ -695,6 +731,7 @@ def parse_config(text: str, *, source: str, check_paths: bool = True) -> Config:
         io=io,
         metadata=metadata,
         cache=cache,
+        telemetry=telemetry,
         log_level=log_level,
         source=source,
         xattrs=xattrs,

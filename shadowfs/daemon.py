@@ -27,7 +27,7 @@ import trio
 from predictor.worker import ForecastWorker
 from shadowfs import fsck
 from shadowfs.config import Config
-from shadowfs.control import SOCKET_NAME, ControlServer, MountRecord, Route
+from shadowfs.control import SOCKET_NAME, ApiError, ControlServer, MountRecord, Route
 from shadowfs.datapath import DataPath
 from shadowfs.errors import FsError
 from shadowfs.extent_map import ExtentMap
@@ -39,6 +39,7 @@ from shadowfs.operations import ShadowOperations, Timeouts
 from shadowfs.ownership import FsIdentity, OwnershipError, StateLock, claim_devices
 from tiers.local_device import IOPolicy, LocalDevice
 from tiers.mounts import find_mount
+from tiers.smart import SmartPoller
 
 log = logging.getLogger(__name__)
 
@@ -250,15 +251,28 @@ def status(fs: Filesystem, mountpoint: str | None = None) -> dict[str, Any]:
         "inodes": fs.namespace.count_inodes(),
         "devices": devices,
         "requests": dict(sorted(fs.ops.request_counts.items())),
+        "telemetry": "on" if fs.health is not None else "off",
         "warnings": list(fs.warnings),
     }
 
 
 def _health_summary(fs: Filesystem, name: str) -> dict[str, Any]:
     if fs.health is None:
-        return {"failure_score": None, "health": None, "health_reason": None}
+        return {
+            "failure_score": None,
+            "health": None,
+            "health_reason": "telemetry off" if not fs.config.telemetry.enabled else None,
+            "smart": None,
+            "evacuation": None,
+        }
     h = fs.health.device_health(name)
-    return {"failure_score": h["failure_score"], "health": h["state"], "health_reason": h["reason"]}
+    return {
+        "failure_score": h["failure_score"],
+        "health": h["state"],
+        "health_reason": h["reason"],
+        "smart": h["smart"],
+        "evacuation": h["evacuation"],
+    }
 
 
 # ---------------------------------------------------------------- serving
@@ -313,20 +327,18 @@ async def serve(
         log=str(config.state_dir / LOG_NAME),
     )
     # The forecast worker starts before the mount exists, so it holds no /dev/fuse descriptor.
-    worker = _start_forecast_worker()
+    telemetry = config.telemetry
+    worker = _start_forecast_worker() if telemetry.enabled else None
     try:
-        fs.health = HealthMonitor(
-            fs.devices,
-            {d.name: d.device_class.value for d in config.devices},
-            engine=worker,
-        )
+        fs.health = health_monitor(fs, worker)
         routes = _routes(fs, record.mountpoint, flusher)
         pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(ControlServer(socket_path, routes).serve)
                 nursery.start_soon(flusher.run)
-                nursery.start_soon(fs.health.run)
+                if fs.health is not None:
+                    nursery.start_soon(fs.health.run)
                 for device in fs.devices.values():
                     nursery.start_soon(_watch_capacity, device)
                 nursery.start_soon(_on_signals, mountpoint)
@@ -353,6 +365,23 @@ async def serve(
         finally:
             if worker is not None:
                 worker.close()
+
+
+def health_monitor(fs: Filesystem, worker: Any) -> HealthMonitor | None:
+    """The health loop for ``fs``, which sets every device's recorder; None with telemetry
+    off, leaving the recorders unset (no per-I/O cost at all)."""
+    telemetry = fs.config.telemetry
+    if not telemetry.enabled:
+        log.info("telemetry off (telemetry.enabled = false): no health loop, no score")
+        return None
+    return HealthMonitor(
+        fs.devices,
+        {d.name: d.device_class.value for d in fs.config.devices},
+        engine=worker,
+        stored_bytes=lambda name: fs.data.usage[name].bytes,
+        smart=SmartPoller(min_interval_s=telemetry.smart_interval_s) if telemetry.smart else None,
+        smart_interval_s=telemetry.smart_interval_s,
+    )
 
 
 def _start_forecast_worker() -> ForecastWorker | None:
@@ -417,13 +446,21 @@ def _routes(fs: Filesystem, mountpoint: str, flusher: Flusher) -> dict[tuple[str
         trio.lowlevel.spawn_system_task(request_unmount, Path(mountpoint))
         return {"unmounting": True}
 
+    def health() -> HealthMonitor:
+        if fs.health is None:
+            raise ApiError(409, "telemetry is off on this mount (telemetry.enabled = false)")
+        return fs.health
+
     async def get_health(_: dict[str, Any]) -> dict[str, Any]:
-        assert fs.health is not None
-        return fs.health.report()
+        return health().report()
 
     async def get_telemetry(_: dict[str, Any]) -> dict[str, Any]:
-        assert fs.health is not None
-        return {"format": "shadowfs trace v1", "csv": fs.health.trace_csv()}
+        monitor = health()
+        return {
+            "format": "shadowfs trace v1",
+            "csv": monitor.trace_csv(),
+            "smart": {name: monitor.smart_report(name) for name in fs.devices},
+        }
 
     return {
         ("GET", "/health"): get_health,

@@ -18,6 +18,7 @@ from shadowfs.config import (
     DeviceClass,
     IOConfig,
     MetadataConfig,
+    TelemetryConfig,
     demo_config,
     load_config,
     parse_config,
@@ -80,6 +81,9 @@ def test_minimal_config_gets_defaults(root: Path) -> None:
     assert config.io == IOConfig()
     assert config.metadata == MetadataConfig()
     assert config.cache == CacheConfig()
+    assert config.telemetry == TelemetryConfig()
+    assert config.telemetry.enabled is True and config.telemetry.smart is True
+    assert config.telemetry.smart_interval_s == 600.0
     assert config.log_level == "INFO"
     assert config.source == str(root / "shadowfs.toml")
     assert [d.name for d in config.devices] == ["nvme0", "ssd0", "hdd0"]
@@ -103,6 +107,7 @@ def test_every_key_is_read(root: Path) -> None:
         + "[metadata]\nflush_interval_s = 0.5\ncheckpoint_interval_s = 10\n"
         + "[cache]\nattr_timeout_s = 0\nentry_timeout_s = 1.5\nreadahead_kib = 0\n"
         + "writeback_cache = false\n"
+        + "[telemetry]\nenabled = false\nsmart = false\nsmart_interval_s = 3600\n"
     )
     config = parse_config(text, source=str(root / "shadowfs.toml"))
     assert config.extent_size == 4 * MiB
@@ -114,6 +119,7 @@ def test_every_key_is_read(root: Path) -> None:
     assert config.io == IOConfig(5.0, 4, 20.5, 0.0, 3)
     assert config.metadata == MetadataConfig(0.5, 10.0)
     assert config.cache == CacheConfig(0.0, 1.5, 0, False)
+    assert config.telemetry == TelemetryConfig(enabled=False, smart=False, smart_interval_s=3600.0)
 
 
 def test_relative_paths_resolve_against_the_config_file(root: Path, monkeypatch) -> None:
@@ -379,7 +385,7 @@ def test_unknown_device_key(root: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("table", ["io", "metadata", "cache"])
+@pytest.mark.parametrize("table", ["io", "metadata", "cache", "telemetry"])
 def test_unknown_key_in_a_section(root: Path, table: str) -> None:
     error = error_of(three_devices(root) + f"[{table}]\nbogus = 1\n", root)
     assert error.key == f"{table}.bogus"
@@ -439,6 +445,11 @@ def test_device_path_of_wrong_type(root: Path) -> None:
         ("cache", "entry_timeout_s", "[]", "expected a number, got an array"),
         ("cache", "readahead_kib", '"4 MiB"', "expected an integer"),
         ("cache", "writeback_cache", "1", "expected true or false"),
+        ("telemetry", "enabled", '"no"', "expected true or false, got a string"),
+        ("telemetry", "smart", "0", "expected true or false"),
+        ("telemetry", "smart_interval_s", "60", "at most every 600 s (10 minutes)"),
+        ("telemetry", "smart_interval_s", "inf", "not a finite number"),
+        ("telemetry", "smart_interval_s", '"1h"', "expected a number, got a string"),
     ],
 )
 def test_wrong_values_in_sections(
