@@ -83,3 +83,28 @@ def test_snapshot_rates_and_reset() -> None:
     assert math.isnan(first.read_p99_ms)
     second = tele.snapshot(3.0)
     assert second.write_iops == 0 and second.errors == 0 and math.isnan(second.write_p99_ms)
+
+
+def test_the_recorder_hook_matches_the_record_methods() -> None:
+    """DeviceTelemetry.record (the one call per I/O the device makes) counts exactly what
+    record_read/record_write/record_error/record_timeout count, and ignores the rest."""
+    rng = random.Random(11)
+    hook, methods = DeviceTelemetry("d", 0.0), DeviceTelemetry("d", 0.0)
+    for _ in range(3000):
+        latency_s = 10 ** rng.uniform(-7, 3)
+        nbytes = rng.choice((4096, 1 << 20))
+        op = rng.choice(("read", "write", "open", "fsync", "statvfs", "read_error", "timeout"))
+        reached = rng.random() < 0.8
+        hook.record(op, latency_s, nbytes, reached)
+        if op == "read":
+            methods.record_read(latency_s, nbytes, reached)
+        elif op == "write":
+            methods.record_write(latency_s, nbytes)
+        elif op == "timeout":
+            methods.record_timeout()
+        elif op == "read_error":
+            methods.record_error()
+    assert hook._read_hist.counts == methods._read_hist.counts
+    assert hook._write_hist.counts == methods._write_hist.counts
+    a, b = hook.snapshot(1.0), methods.snapshot(1.0)
+    assert a == b and a.errors > 0 and a.timeouts > 0 and a.cache_hits > 0
