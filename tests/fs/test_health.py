@@ -129,6 +129,9 @@ async def test_smart_is_polled_in_a_thread_every_interval_and_fed_to_the_score(
             nursery.start_soon(monitor.run)
             while monitor.smart_polls < 3:
                 await trio.sleep(0.01)
+            # The next scoring pass applies the evidence in the scoring thread.
+            while monitor.scorer.external("hdd0") != {"smart": 0.95}:
+                await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     assert [argv[-1] for argv in calls] == ["/dev/sdq"] * 3  # at 0, ~0.7 and ~1.4 s
     assert monitor.ticks > 60  # ticking went on while each poll blocked its thread 0.2 s
@@ -136,8 +139,6 @@ async def test_smart_is_polled_in_a_thread_every_interval_and_fed_to_the_score(
     assert report["status"] == "warning" and report["passed"] is False
     assert report["reallocated_sectors"] == 3912
     assert report["evidence"]["probability"] == 0.95
-    monitor.apply_updates()
-    assert monitor.scorer.external("hdd0") == {"smart": 0.95}
 
 
 async def test_smart_unavailable_is_reported_not_raised(tmp_path: Path, monkeypatch) -> None:
