@@ -26,6 +26,7 @@ from bench.telemetry_cost import (
     figures,
     load,
     main,
+    model_cost,
     render_section,
     verdict,
     write_section,
@@ -59,10 +60,14 @@ def made_up_run() -> CostRun:
         started=1_763_850_000.0,
         finished=1_763_850_600.0,
         machine={"load average at start": "3.0 2.0 1.0", "load average at end": "2.0 2.0 1.0"},
+        recorder_ns={"off": 150.0, "on": 550.0},  # +400 ns per device I/O
+        idle_cpu={"on": [0.0030, 0.0020, 0.0025], "off": [0.0010, 0.0005, 0.0010]},
     )
     # 10,000 IOPS for 5 s = 50,000 ops; 2.0 s of CPU = 40 µs/op off, 41 µs/op on (+2.5%).
     for r, (on_iops, off_iops) in enumerate([(9800, 10000), (10100, 10000), (9000, 10000)]):
-        run.samples.append(sample(ON, "randread-direct-qd16", r, on_iops, on_iops * 5 * 41e-6))
+        on = sample(ON, "randread-direct-qd16", r, on_iops, on_iops * 5 * 41e-6)
+        on.requests = {"device_ios": on_iops * 5}  # one device read per 4 KiB read
+        run.samples.append(on)
         run.samples.append(sample(OFF, "randread-direct-qd16", r, off_iops, off_iops * 5 * 40e-6))
         run.samples.append(sample(ON, "randread-cached-qd1", r, 400_000, 0.03))
         run.samples.append(sample(OFF, "randread-cached-qd1", r, 401_000, 0.0))
@@ -88,15 +93,30 @@ def test_figures_pair_each_round_and_take_medians() -> None:
     assert cached.cpu_ratio is None  # 0 s of CPU off: no ratio
 
 
-def test_verdict_judges_cpu_per_op_against_three_percent() -> None:
-    rows = figures(made_up_run())
-    text = verdict(rows)
-    assert text.startswith("**CPU per operation (primary): within 3%.**")
-    assert "+2.5%" in text and "randread-direct-qd16" in text
+def test_telemetrys_share_from_its_measured_parts() -> None:
+    # 400 ns per I/O + 1.5 ms/s of health loop over 10,000 ops/s = 0.55 µs on 40 µs/op.
+    direct, cached = figures(made_up_run())
+    assert direct.device_ios_per_op == 1.0
+    assert abs((direct.model_cost or 0) - 0.55 / 40) < 1e-9
+    assert cached.model_cost is None  # the kernel served it
+    assert model_cost(400.0, 0.0015, 1.0, 10_000.0, 40.0) == direct.model_cost
+    assert model_cost(None, 0.0015, 1.0, 10_000.0, 40.0) is None
+
+
+def test_verdict_judges_against_three_percent() -> None:
+    run = made_up_run()
+    rows = figures(run)
+    text = verdict(rows, run)
+    assert text.startswith(
+        "**Telemetry costs the data path at most 1.4% of the daemon's CPU per operation: "
+        "within the 3% budget**"
+    )
+    assert "400 ns per device I/O" in text and "1.50 ms of CPU per second" in text
+    assert "at most +2.5% in the median" in text and "consistent with the budget" in text
     assert "largest median loss is 2.0% (randread-direct-qd16)" in text
     assert "up to 11 points" in text
-    rows[0].cpu_ratio = 1.05
-    assert "ABOVE 3%" in verdict(rows)
+    rows[0].model_cost = 0.05
+    assert "ABOVE the 3% budget" in verdict(rows, run)
 
 
 def test_section_is_written_between_markers_and_replaced(tmp_path: Path) -> None:
@@ -107,6 +127,8 @@ def test_section_is_written_between_markers_and_replaced(tmp_path: Path) -> None
     assert "`python -m bench.telemetry_cost --rounds 3`" in section
     assert "UTC (10 min)" in section
     assert "| 4 KiB random read, O_DIRECT, QD16 (libaio) | 9,800 | 10,000 | 0.980" in section
+    assert "| 1.00 | 1.38% |" in section
+    assert "(+400 ns per device I/O" in section
     write_section(doc, section)
     write_section(doc, section.replace("Measured", "Re-measured"))
     text = doc.read_text()

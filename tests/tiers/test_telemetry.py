@@ -108,3 +108,16 @@ def test_the_recorder_hook_matches_the_record_methods() -> None:
     assert hook._write_hist.counts == methods._write_hist.counts
     a, b = hook.snapshot(1.0), methods.snapshot(1.0)
     assert a == b and a.errors > 0 and a.timeouts > 0 and a.cache_hits > 0
+
+
+def test_the_fast_bucket_table_agrees_with_bucket_index_everywhere() -> None:
+    from tiers.telemetry import FAST_INDEX, FAST_LIMIT, FAST_UNITS_PER_US
+
+    assert len(FAST_INDEX) == FAST_LIMIT
+    for units in range(FAST_LIMIT):
+        assert FAST_INDEX[units] == bucket_index(units / FAST_UNITS_PER_US), units
+    # Around the table's end, the slow path takes over with the same buckets.
+    for latency_us in (16383.0, 16383.99, 16384.0, 16384.5, 20000.0, 1e9):
+        hist = LatencyHistogram()
+        hist.record(latency_us / 1e6)
+        assert hist.counts[bucket_index(latency_us)] == 1 and hist.total == 1
