@@ -11,6 +11,7 @@ registered on an exit stack right after it is created, so any failure unwinds in
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -352,6 +353,11 @@ async def serve(
                     on_ready()
                 # More request tasks than pyfuse3's default 99, so that requests waiting on a
                 # slow device do not leave none free for the rest of the mount.
+                # What is loaded by now (modules, the config, the devices) lives as long as
+                # the mount: out of the collector's generations, a full collection no longer
+                # walks it while requests wait.
+                gc.collect()
+                gc.freeze()
                 await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
                 nursery.cancel_scope.cancel()
         finally:

@@ -24,8 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -43,24 +42,6 @@ from tiers.device import Device, DeviceError, ExtentKey, single_error
 MAX_FILE_SIZE = (1 << 63) - 1
 log = logging.getLogger(__name__)
 READ_AHEAD_EXTENTS = 8
-
-
-@asynccontextmanager
-async def _held(lock: trio.Lock) -> AsyncIterator[None]:
-    """Hold ``lock``, taking it without a trip through the scheduler when it is free.
-
-    trio.Lock.acquire is a checkpoint even uncontended; on the per-write path that scheduler
-    round trip cost more than the pwrite itself (measured). Code between two awaits is atomic
-    under trio, so the fast path is as safe as the slow one.
-    """
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @dataclass
@@ -116,10 +97,25 @@ class DataPath:
         if offset >= inode.size or size <= 0:
             return b""
         size = min(size, inode.size - offset)
+        es = self.extent_size
+        idx, inner = divmod(offset, es)
         extents = self.extents.of(inode.ino)
-        if offset == inode.read_end and offset % self.extent_size == 0:
-            self._read_ahead(inode, offset // self.extent_size + 1, extents)
+        if offset == inode.read_end and inner == 0:
+            self._read_ahead(inode, idx + 1, extents)
         inode.read_end = offset + size
+        if inner + size <= es:
+            # The common case, a read inside one extent whose copy the page cache holds,
+            # answered without a coroutine per layer (measured: a third of the daemon's own
+            # time per 4 KiB O_DIRECT read went to the general path below).
+            extent = extents.get(idx)
+            if extent is not None:
+                copy = extent.primary()
+                if inner + size <= copy.length:
+                    data = self.devices[copy.device].read_cached(
+                        ExtentKey(inode.ino, idx), inner, size
+                    )
+                    if data is not None:
+                        return data
         parts: list[bytes | bytearray] = []
         for idx, inner, n, _ in self._pieces(offset, size):
             extent = extents.get(idx)
@@ -171,39 +167,60 @@ class DataPath:
         end = offset + len(data)
         if offset < 0 or end > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG, f"write ending at {end} beyond {MAX_FILE_SIZE}")
-        view = memoryview(data)
-        async with _held(inode.lock):
-            self._reserve(inode.ino, offset, len(data))
+        lock = inode.lock
+        if not lock.try_acquire():
+            await lock.acquire()
+        try:
             extents = self.extents.of(inode.ino)
-            for idx, inner, n, pos in self._pieces(offset, len(data)):
-                extent = extents.get(idx)
-                if extent is None:
-                    extent = self.extents.add(inode.ino, idx, self.backing)
-                copy = extent.primary()
-                device = self.devices[copy.device]
-                try:
-                    await device.write(ExtentKey(inode.ino, idx), inner, view[pos : pos + n])
-                except DeviceError as exc:
-                    code = errno.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
-                    raise FsError(code, str(exc)) from exc
-                extent.generation += 1
-                copy.generation = extent.generation
-                if inner + n > copy.length:
-                    grown = inner + n - copy.length
-                    copy.length = inner + n
-                    inode.allocated += grown
-                    usage = self.usage[copy.device]
-                    usage.bytes += grown
-                    if copy.length == grown:
-                        usage.copies += 1
-                self.extents.mark_written(inode.ino, idx, copy.device)
+            es = self.extent_size
+            idx, inner = divmod(offset, es)
+            if inner + len(data) <= es:  # most writes: one extent, no slicing
+                self._reserve_one(extents, idx, inner + len(data))
+                await self._write_piece(inode, extents, idx, inner, data)
+            else:
+                self._reserve(inode.ino, offset, len(data))
+                view = memoryview(data)
+                for idx, inner, n, pos in self._pieces(offset, len(data)):
+                    await self._write_piece(inode, extents, idx, inner, view[pos : pos + n])
             if end > inode.size:
                 inode.size = end
             inode.mtime_ns = inode.ctime_ns = now_ns()
             if inode.mode & (stat.S_ISUID | stat.S_ISGID):
                 self._kill_suid(inode)
             self.ns.mark_dirty(inode)
+        finally:
+            lock.release()
         return len(data)
+
+    async def _write_piece(
+        self,
+        inode: Inode,
+        extents: dict[int, Extent],
+        idx: int,
+        inner: int,
+        data: bytes | memoryview,
+    ) -> None:
+        extent = extents.get(idx)
+        if extent is None:
+            extent = self.extents.add(inode.ino, idx, self.backing)
+        copy = extent.primary()
+        try:
+            await self.devices[copy.device].write(ExtentKey(inode.ino, idx), inner, data)
+        except DeviceError as exc:
+            code = errno.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+            raise FsError(code, str(exc)) from exc
+        extent.generation += 1
+        copy.generation = extent.generation
+        n = len(data)
+        if inner + n > copy.length:
+            grown = inner + n - copy.length
+            copy.length = inner + n
+            inode.allocated += grown
+            usage = self.usage[copy.device]
+            usage.bytes += grown
+            if copy.length == grown:
+                usage.copies += 1
+        self.extents.mark_written(inode.ino, idx, copy.device)
 
     def _kill_suid(self, inode: Inode) -> None:
         # POSIX: a write by anyone clears set-user-ID, and set-group-ID when group-executable.
@@ -223,6 +240,16 @@ class DataPath:
             extent = extents.get(idx)
             have = extent.primary().length if extent is not None else 0
             growth += max(0, inner + n - have)
+        self._check_growth(growth)
+
+    def _reserve_one(self, extents: Mapping[int, Extent], idx: int, new_end: int) -> None:
+        """``_reserve`` for a write inside one extent, ending ``new_end`` bytes into it."""
+        extent = extents.get(idx)
+        have = extent.primary().length if extent is not None else 0
+        if new_end > have:
+            self._check_growth(new_end - have)
+
+    def _check_growth(self, growth: int) -> None:
         if growth == 0:
             return
         device = self.devices[self.backing]
@@ -233,8 +260,6 @@ class DataPath:
                 f"device {self.backing}: {growth} bytes needed, {cap.available} available",
             )
 
-    # ------------------------------------------------------------ truncate
-
     async def truncate(self, inode: Inode, size: int) -> None:
         """Set the size. Shrinking changes the map first and commits it (after syncing this
         file's pending data, as every flush does), and only then deletes or cuts the copy
@@ -242,7 +267,7 @@ class DataPath:
         never a map that points at bytes already gone."""
         if size < 0 or size > MAX_FILE_SIZE:
             raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
-        async with _held(inode.lock):
+        async with inode.lock:
             doomed: list[tuple[ExtentKey, str]] = []
             cuts: list[tuple[ExtentKey, str, int]] = []
             if size < inode.size:
@@ -314,7 +339,7 @@ class DataPath:
     async def free(self, inode: Inode) -> None:
         """Release every copy of an inode that has no name and no user left: rows first, then
         files (a crash in between leaves orphan files, which recovery deletes)."""
-        async with _held(inode.lock):
+        async with inode.lock:
             doomed = []
             for idx in sorted(self.extents.of(inode.ino)):
                 extent = self.extents.remove(inode.ino, idx)

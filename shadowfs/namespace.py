@@ -23,9 +23,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import trio
-
 from shadowfs.errors import FsError
+from shadowfs.inode_lock import InodeLock
 from shadowfs.metadata import MetadataStore
 
 ROOT_INODE = 1
@@ -57,7 +56,7 @@ class Inode:
     open_handles: int = 0
     read_end: int = -1  # where the last read ended: the next one starting there is sequential
     read_ahead_until: int = 0  # extents below this index were already prefetched
-    lock: trio.Lock = field(default_factory=trio.Lock, repr=False)
+    lock: InodeLock = field(default_factory=InodeLock, repr=False)
 
     @property
     def is_dir(self) -> bool:

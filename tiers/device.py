@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class IOMode(enum.Enum):
@@ -27,12 +27,15 @@ class IOMode(enum.Enum):
     THREADED = "threaded"
 
 
-@dataclass(frozen=True, order=True)
-class ExtentKey:
-    """Names one extent of one file: the inode number and the extent's index in the file."""
+class ExtentKey(NamedTuple):
+    """Names one extent of one file: the inode number and the extent's index in the file.
+
+    A tuple, not a dataclass: it keys the fd cache on every read and write, and a tuple's
+    hash and equality run in C (the dataclass's generated ones were measurable per I/O).
+    """
 
     ino: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here uses
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class Device(Protocol):
 
     @property
     def mode(self) -> IOMode: ...
+
+    def read_cached(self, key: ExtentKey, offset: int, size: int) -> bytearray | None:
+        """All ``size`` bytes from the page cache without blocking, or None (then call
+        ``read``). Synchronous: the hot path of a page-cache hit costs no coroutine."""
+        ...
 
     async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
         """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""

@@ -348,6 +348,40 @@ class LocalDevice:
 
     # ----------------------------------------------------------------- I/O
 
+    def read_cached(self, key: ExtentKey, offset: int, size: int) -> bytearray | None:
+        # The page-cache-hit path of every small read: no coroutine, no open, no clock.
+        fd = self._fds.get(key)
+        if fd is None or not self._nowait_reads:
+            return None
+        buf = bytearray(size)
+        try:
+            n = self._preadv_nowait(fd, buf, offset)
+        except OSError:
+            return None  # ``read`` meets the error again and reports it
+        if n != size:
+            return None
+        self._fds.move_to_end(key)
+        counters = self.counters
+        counters.reads += 1
+        counters.cache_hits += 1
+        counters.bytes_read += n
+        if self.recorder is not None:
+            self.recorder("read", 0.0, n, False)
+        return buf
+
+    def _preadv_nowait(self, fd: int, buf: bytearray, offset: int) -> int:
+        """Bytes the page cache gave at once (0 for none). With RWF_NOWAIT the kernel answers
+        from the page cache or not at all, so this never waits on the device, in either mode."""
+        try:
+            return os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            self._nowait_reads = False  # the filesystem below does not support it
+            return 0
+
     async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
         fd, _ = await self._open(key, create=False)
         if fd is None:
@@ -355,18 +389,11 @@ class LocalDevice:
         self.counters.reads += 1
         started = time.perf_counter()
         if self._nowait_reads:
-            # Safe in either mode: with RWF_NOWAIT the kernel answers from the page cache or
-            # not at all, so a hit never waits on the device.
             buf = bytearray(size)
             try:
-                n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                n = 0
+                n = self._preadv_nowait(fd, buf, offset)
             except OSError as exc:
-                if exc.errno != errno.EOPNOTSUPP:
-                    raise self._failed("read", exc) from exc
-                self._nowait_reads = False  # the filesystem below does not support it
-                n = 0
+                raise self._failed("read", exc) from exc
             if n == size:
                 self.counters.cache_hits += 1
                 self.counters.bytes_read += n
@@ -618,8 +645,10 @@ def _fsync_all(fds: list[int]) -> None:
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
+    total = os.pwrite(fd, data, offset)  # all of it, almost always: no view, no loop
+    if total == len(data):
+        return total
     view = memoryview(data)
-    total = 0
     while total < len(view):
         n = os.pwrite(fd, view[total:], offset + total)
         if n <= 0:
