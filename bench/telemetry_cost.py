@@ -109,8 +109,8 @@ class TelemetryTarget(ShadowfsTarget):
         with open(self.config, "a") as config:
             config.write(f"\n[telemetry]\nenabled = {str(self.telemetry).lower()}\n")
 
-    def device_ios(self) -> int | None:
-        """Reads and writes the daemon sent to its device so far (None if it does not answer)."""
+    def device_counts(self) -> dict[str, int] | None:
+        """The device's I/O counts so far: reads + writes, and those run in threads."""
         try:
             status, payload = call(self.state_dir / SOCKET_NAME, "GET", "/status", timeout=10)
         except DaemonUnreachable:
@@ -118,7 +118,10 @@ class TelemetryTarget(ShadowfsTarget):
         if status != 200:
             return None
         counters = payload["devices"][0]["counters"]
-        return int(counters["reads"]) + int(counters["writes"])
+        return {
+            "device_ios": int(counters["reads"]) + int(counters["writes"]),
+            "threaded_ops": int(counters["threaded_ops"]),
+        }
 
     def make_cold(self) -> bool:
         # Unmounting drops the FUSE page cache and makes the daemon sync its files; then only
@@ -174,6 +177,15 @@ def cpu_us_per_op(sample: Sample, job: Job) -> float | None:
     return sample.daemon_cpu_s / ops * 1e6
 
 
+def threaded(sample: Sample) -> bool:
+    """Did most of this run's device I/O go through threads (the device's threaded mode)?"""
+    counts = sample.requests or {}
+    ios, hops = counts.get("device_ios"), counts.get("threaded_ops")
+    if not isinstance(ios, int | float) or not isinstance(hops, int | float) or not ios:
+        return False
+    return hops / ios > 0.5
+
+
 def ops_per_s(sample: Sample, job: Job) -> float | None:
     ops = operations(sample, job)
     if ops is None or sample.result is None or not sample.result.runtime_ms:
@@ -203,6 +215,7 @@ class JobFigures:
     daemon_bound: bool  # the daemon serves the job's I/O (not a page-cache-hot job)
     resolved: bool  # every run used enough daemon CPU for 10 ms clock ticks to resolve it
     device_ios_per_op: float | None = None  # recorder calls per fio operation (telemetry on)
+    mismatched: int = 0  # pairs left out: one daemon's device ran threaded, the other's inline
     model_cost: float | None = None  # telemetry's added CPU per op / CPU per op off (0.01 = 1%)
 
 
@@ -268,8 +281,14 @@ def figures(run: CostRun) -> list[JobFigures]:
         ratios, cpu_ratios, ios = [], [], []
         on_t, off_t, on_c, off_c = [], [], [], []
         resolved = True
+        mismatched = 0
         for pair in pairs:
             a, b = pair.get(ON), pair.get(OFF)
+            # A device that slow I/Os (a loaded machine) sent to its threads pays a thread hop
+            # per I/O for a minute, whatever telemetry does: compare like with like.
+            if a is not None and b is not None and threaded(a) != threaded(b):
+                mismatched += 1
+                continue
             ta, tb = (throughput(a, job) if a else None), (throughput(b, job) if b else None)
             ca, cb = (cpu_us_per_op(a, job) if a else None), (cpu_us_per_op(b, job) if b else None)
             if ta is not None:
@@ -311,6 +330,7 @@ def figures(run: CostRun) -> list[JobFigures]:
                 daemon_bound=job.cache is not CacheState.HOT,
                 resolved=resolved and bool(by_round),
                 device_ios_per_op=ios_per_op,
+                mismatched=mismatched,
                 model_cost=model_cost(
                     per_io, background, ios_per_op, _median(off_ops), _median(off_c)
                 )
@@ -437,6 +457,8 @@ def render_section(run: CostRun) -> str:
             cpu_ratio += " (page cache: the daemon idles)"
         elif not r.resolved:
             cpu_ratio += " (under 0.2 s of CPU: not resolved)"
+        if r.mismatched:
+            cpu_ratio += f" [{r.mismatched} pair(s) left out: I/O modes differed]"
         lines.append(
             f"| {title} | {_fmt(r.on, r.metric)} | {_fmt(r.off, r.metric)} | "
             f"{_ratio(r.ratio, r.ratio_range)} | {_us(r.cpu_on_us)} | {_us(r.cpu_off_us)} | "
@@ -451,7 +473,9 @@ def render_section(run: CostRun) -> str:
         "CPU is utime+stime of the daemon and its worker processes during the fio run, divided "
         "by the operations fio completed. For page-cache-hot jobs the kernel serves the reads: "
         "the daemon's CPU there is its background loops, and only the throughput ratio means "
-        "anything.",
+        "anything. A pair in which one daemon's device had gone threaded (a few slow I/Os on "
+        "the loaded machine send it there for a minute, each I/O then paying a thread hop) and "
+        "the other's had not is left out of the ratios and counted in square brackets.",
         "",
         "Telemetry's share of CPU/op = (device I/Os per op x recorder cost + health-loop CPU per "
         "second / operations per second) / daemon CPU per op with telemetry off. Measured parts: "
@@ -587,9 +611,23 @@ def measure(run: CostRun, workdir: Path, idle_s: float = IDLE_S) -> CostRun:
                 target.stop()
         run.machine["load average at end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     finally:
+        for target in targets:
+            try:
+                target.stop()  # first, so that the log includes the unmount
+            finally:
+                _keep_log(target, run)
         cleanup(base, list(targets))
         run.finished = time.time()
     return run
+
+
+def _keep_log(target: TelemetryTarget, run: CostRun) -> None:
+    """Copy the daemon's log out of the work directory (mode switches, warnings)."""
+    log = target.state_dir / "daemon.log"
+    if log.exists():
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(run.started))
+        shutil.copyfile(log, RESULTS_DIR / f"telemetry-cost-{stamp}-{target.name}.log")
 
 
 def _run_counted(
@@ -597,16 +635,19 @@ def _run_counted(
 ) -> Sample | None:
     """datapath.run_one, plus the device I/Os the daemon made (kept in `requests`)."""
     # A cold job remounts inside run_one: the new daemon's counters start from zero.
-    before = 0 if job.cache is CacheState.COLD else target.device_ios()
+    zero = {"device_ios": 0, "threaded_ops": 0}
+    before = zero if job.cache is CacheState.COLD else target.device_counts()
     try:
         sample = run_one(target, job, round_, settings)
     except (TargetUnavailable, OSError, FioError) as exc:
         run.skipped[f"{target.name} {job.name} round {round_ + 1}"] = str(exc)
         _log(f"FAILED {target.name} {job.name}: {exc}")
         return None
-    after = target.device_ios()
-    if before is not None and after is not None and after >= before:
-        sample.requests = {"device_ios": after - before}
+    after = target.device_counts()
+    if before is not None and after is not None:
+        delta = {key: after[key] - before[key] for key in zero}
+        if min(delta.values()) >= 0:
+            sample.requests = dict(delta)
     return sample
 
 
@@ -652,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         command=f"python -m bench.telemetry_cost {shlex.join(words)}".strip(),
         size=args.size or (64 << 20 if args.quick else 1 << 30),
         runtime=args.runtime or (1.0 if args.quick else 5.0),
-        rounds=args.rounds or (1 if args.quick else 4),
+        rounds=args.rounds or (1 if args.quick else 5),
         jobs=args.jobs or list(DEFAULT_JOBS),
     )
     if run.rounds < 1:

@@ -162,3 +162,16 @@ def test_evicting_a_directory_from_the_page_cache(tmp_path: Path) -> None:
     (tmp_path / "a" / "f").write_bytes(b"x" * 8192)
     assert evict_page_cache(tmp_path)
     assert (tmp_path / "a" / "f").read_bytes() == b"x" * 8192
+
+
+def test_pairs_whose_io_modes_differ_are_left_out() -> None:
+    run = made_up_run()
+    for s in run.samples:
+        if s.job == "randread-direct-qd16" and s.round == 2:
+            ios = int((s.result.io_bytes if s.result else 0) / 4096)
+            threaded = ios if s.target == ON else 0  # on went threaded, off stayed inline
+            s.requests = {"device_ios": ios, "threaded_ops": threaded}
+    direct = figures(run)[0]
+    assert direct.mismatched == 1
+    assert direct.ratio_range == (0.98, 1.01)  # round 3's 0.9 is gone
+    assert "[1 pair(s) left out: I/O modes differed]" in render_section(run)
