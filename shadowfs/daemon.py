@@ -333,6 +333,12 @@ async def serve(
     try:
         fs.health = health_monitor(fs, worker)
         routes = _routes(fs, record.mountpoint, flusher)
+        # What is loaded by now (modules, the config, the devices) lives as long as the mount:
+        # out of the collector's generations, no full collection walks it while requests wait.
+        # Before init, not after: a collection while the mount exists but does not answer yet
+        # stalls whoever looks at it first (and an unmount meanwhile says EBUSY).
+        gc.collect()
+        gc.freeze()
         pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
         try:
             async with trio.open_nursery() as nursery:
@@ -343,21 +349,21 @@ async def serve(
                 for device in fs.devices.values():
                     nursery.start_soon(_watch_capacity, device)
                 nursery.start_soon(_on_signals, mountpoint)
-                log.info("mounted %s on %s", fs.fs_uuid, mountpoint)
-                nursery.start_soon(
-                    _raise_readahead_after_init, mountpoint, config.cache.readahead_kib
-                )
-                record.write()
-                (config.state_dir / PID_NAME).write_text(str(os.getpid()))
-                if on_ready is not None:
-                    on_ready()
+
+                async def announce() -> None:
+                    # Only once the kernel has had INIT answered (the stat returns) is the
+                    # mount ready: announced earlier, a prompt unmount would meet that stat
+                    # still in flight and fail with EBUSY.
+                    await _raise_readahead_after_init(mountpoint, config.cache.readahead_kib)
+                    record.write()
+                    (config.state_dir / PID_NAME).write_text(str(os.getpid()))
+                    log.info("mounted %s on %s", fs.fs_uuid, mountpoint)
+                    if on_ready is not None:
+                        on_ready()
+
+                nursery.start_soon(announce)
                 # More request tasks than pyfuse3's default 99, so that requests waiting on a
                 # slow device do not leave none free for the rest of the mount.
-                # What is loaded by now (modules, the config, the devices) lives as long as
-                # the mount: out of the collector's generations, a full collection no longer
-                # walks it while requests wait.
-                gc.collect()
-                gc.freeze()
                 await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
                 nursery.cancel_scope.cancel()
         finally:
