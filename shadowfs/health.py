@@ -162,7 +162,8 @@ def smart_view(health: SmartHealth | None, unavailable: str | None) -> dict[str,
         return {"status": f"unavailable: {unavailable}" if unavailable else "not polled yet"}
     if not health.available:
         return {"status": f"unavailable: {health.error}", "device_path": health.device_path}
-    fields = {k: v for k, v in dataclasses.asdict(health).items() if k != "error"}
+    # time_s is the loop's monotonic clock: status shows polled_at (wall clock) instead.
+    fields = {k: v for k, v in dataclasses.asdict(health).items() if k not in ("error", "time_s")}
     return {
         "status": "ok" if not health.warnings else "warning",
         **fields,
