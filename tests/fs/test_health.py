@@ -294,3 +294,36 @@ async def test_telemetry_off_means_no_recorder_no_monitor_and_says_so(tmp_path: 
         assert telemetry["smart"] == {"hdd0": {"status": "not polled yet"}}
     finally:
         await on.close()
+
+
+async def test_two_devices_on_one_disk_share_one_smart_query(tmp_path: Path, monkeypatch) -> None:
+    import trio
+
+    from tiers.smart import SmartPoller
+
+    monkeypatch.setattr("shadowfs.health.smart_target", lambda resolution: ("/dev/sdq", ""))
+    calls: list[str] = []
+
+    def runner(argv: list[str], timeout_s: float) -> str:
+        calls.append(argv[-1])
+        return (FIXTURES / "ata_healthy.json").read_text()
+
+    devices = {}
+    for name in ("hdd0", "hdd1"):
+        (tmp_path / name).mkdir()
+        devices[name] = LocalDevice(name, tmp_path / name, 1 << 30)
+    monitor = HealthMonitor(
+        devices,
+        {"hdd0": "hdd", "hdd1": "hdd"},
+        smart=SmartPoller(smartctl="/usr/sbin/smartctl", runner=runner),
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(monitor._smart_loop)
+            while monitor.smart_polls < 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert calls == ["/dev/sdq"]
+    for name in devices:
+        assert monitor.smart_report(name)["status"] == "ok"
+        assert monitor.smart_report(name)["evidence"] == {"probability": 0.0, "reason": ""}
