@@ -220,6 +220,7 @@ class DataPath:
             usage.bytes += grown
             if copy.length == grown:
                 usage.copies += 1
+            self.extents.mark_dirty(inode.ino, idx)  # its row's length changes
         self.extents.mark_written(inode.ino, idx, copy.device)
 
     def _kill_suid(self, inode: Inode) -> None:
@@ -327,6 +328,7 @@ class DataPath:
                     self.usage[copy.device].bytes -= shrink
                 copy.generation = extent.generation
                 self.extents.mark_written(inode.ino, extent.index, copy.device)
+            self.extents.mark_dirty(inode.ino, extent.index)
         return doomed, cuts
 
     def _forget_usage(self, inode: Inode, extent: Extent) -> None:
@@ -361,14 +363,18 @@ class DataPath:
 
     # ------------------------------------------------------------ durability
 
-    async def sync(self, inos: Iterable[int] | None, durable: bool) -> None:
-        """Ordered flush of the given inodes' pending work (all when None); see module doc."""
+    async def sync(
+        self, inos: Iterable[int] | None, durable: bool, overwrites: bool = True
+    ) -> None:
+        """Ordered flush of the given inodes' pending work (all when None); see module doc.
+        ``overwrites=False`` leaves extents only overwritten in place for a later flush
+        (ExtentMap.take_batch says why)."""
         async with self._sync_lock:
             inos = None if inos is None else list(inos)
             lost = self.failed_inodes.intersection(inos or ())
             if lost:
                 raise FsError(errno.EIO, f"inodes {sorted(lost)}: an earlier sync failed")
-            batch = self.extents.take_batch(inos)
+            batch = self.extents.take_batch(inos, overwrites)
             rows = self.ns.take_dirty_rows() if inos is None else self._take_rows(inos)
             self.in_flight = (
                 {ino for ino, _ in batch.deleted}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shadowfs.metadata import MetadataStore
 from tiers.device import ExtentKey
@@ -70,6 +71,10 @@ class ExtentMap:
         self._dirty: dict[int, set[int]] = {}
         self._removed: dict[int, set[int]] = {}
         self._unsynced: dict[int, dict[str, set[int]]] = {}
+        # Dirty extents whose rows change more than their generation (new, grown, cut). The
+        # rest were only overwritten in place: their rows wait for an acknowledged sync or a
+        # full periodic flush, and so do their fsyncs (see take_batch).
+        self._structural: dict[int, set[int]] = {}
 
     # ------------------------------------------------------------ lookups
 
@@ -108,9 +113,13 @@ class ExtentMap:
         return extent
 
     def mark_dirty(self, ino: int, index: int) -> None:
+        """The extent's rows changed in shape: it is new, or a copy grew or was cut."""
         self._dirty.setdefault(ino, set()).add(index)
+        self._structural.setdefault(ino, set()).add(index)
 
     def mark_written(self, ino: int, index: int, device: str) -> None:
+        """Bytes of the extent's copy on ``device`` changed; on its own (no ``mark_dirty``),
+        an overwrite in place."""
         self._dirty.setdefault(ino, set()).add(index)
         self._unsynced.setdefault(ino, {}).setdefault(device, set()).add(index)
 
@@ -118,9 +127,9 @@ class ExtentMap:
         extent = self.of(ino).pop(index, None)
         if extent is not None:
             self._removed.setdefault(ino, set()).add(index)
-            dirty = self._dirty.get(ino)
-            if dirty:
-                dirty.discard(index)
+            for pending in (self._dirty.get(ino), self._structural.get(ino)):
+                if pending:
+                    pending.discard(index)
             for indexes in self._unsynced.get(ino, {}).values():
                 indexes.discard(index)  # no point making durable what is about to go
         return extent
@@ -131,6 +140,7 @@ class ExtentMap:
         self._dirty.pop(ino, None)
         self._removed.pop(ino, None)
         self._unsynced.pop(ino, None)
+        self._structural.pop(ino, None)
 
     def evict(self, ino: int) -> None:
         """Forget a clean inode's map; it is loaded again on next use."""
@@ -148,16 +158,39 @@ class ExtentMap:
             return bool(self._dirty or self._removed or self._unsynced)
         return ino in self._dirty or ino in self._removed or ino in self._unsynced
 
-    def take_batch(self, inos: Iterable[int] | None = None) -> FlushBatch:
-        """Snapshot and clear the pending work of the given inodes (all when None)."""
+    def take_batch(self, inos: Iterable[int] | None = None, overwrites: bool = True) -> FlushBatch:
+        """Snapshot and clear the pending work of the given inodes (all when None).
+
+        With ``overwrites`` false (the frequent periodic flush) extents only overwritten in
+        place stay pending: their rows would change nothing but the generation, and syncing
+        them every few seconds costs a random-write workload (a VM image) a stream of fsyncs
+        its application never asked for. Nothing is lost by waiting: their rows still
+        describe durable bytes (the old ones, or newer ones the kernel wrote back), and an
+        acknowledged sync, the full periodic flush and unmount take them.
+        """
         batch = FlushBatch()
         if inos is None:
             inos = set(self._dirty) | set(self._removed) | set(self._unsynced)
         for ino in inos:
             for idx in self._removed.pop(ino, ()):
                 batch.deleted.append((ino, idx))
+            if overwrites:
+                taken = self._dirty.pop(ino, set())
+                self._structural.pop(ino, None)
+                unsynced = self._unsynced.pop(ino, {})
+            else:
+                taken = self._structural.pop(ino, set())
+                self._discard(self._dirty, ino, taken)
+                unsynced = {}
+                for device, indexes in self._unsynced.get(ino, {}).items():
+                    if indexes & taken:
+                        unsynced[device] = indexes & taken
+                for device, indexes in unsynced.items():
+                    self._discard(self._unsynced[ino], device, indexes)
+                if not self._unsynced.get(ino, True):
+                    del self._unsynced[ino]
             extents = self._files.get(ino, {})
-            for idx in self._dirty.pop(ino, ()):
+            for idx in taken:
                 extent = extents.get(idx)
                 if extent is None:
                     continue
@@ -166,17 +199,27 @@ class ExtentMap:
                     batch.copy_rows.append(
                         (ino, idx, c.device, c.generation, c.length, int(c.role), c.checksums)
                     )
-            for device, indexes in self._unsynced.pop(ino, {}).items():
+            for device, indexes in unsynced.items():
                 keys = batch.unsynced.setdefault(device, set())
                 keys.update(ExtentKey(ino, idx) for idx in indexes)
         return batch
 
+    @staticmethod
+    def _discard(pending: dict[Any, set[int]], key: Any, indexes: set[int]) -> None:
+        left = pending.get(key)
+        if left is None:
+            return
+        left -= indexes
+        if not left:
+            del pending[key]
+
     def give_back(self, batch: FlushBatch) -> None:
-        """A flush failed before its rows were written: keep the work for the next attempt."""
+        """A flush failed before its rows were written: keep the work for the next attempt
+        (as structural: the next periodic flush retries it whatever it was)."""
         for ino, idx in batch.deleted:
             self._removed.setdefault(ino, set()).add(idx)
         for ino, idx, _ in batch.extent_rows:
-            self._dirty.setdefault(ino, set()).add(idx)
+            self.mark_dirty(ino, idx)
         for device, keys in batch.unsynced.items():
             for key in keys:
                 self._unsynced.setdefault(key.ino, {}).setdefault(device, set()).add(key.index)

@@ -388,37 +388,43 @@ class LocalDevice:
             return b""
         self.counters.reads += 1
         started = time.perf_counter()
+        buf = bytearray(size)
+        cached = 0
         if self._nowait_reads:
-            buf = bytearray(size)
             try:
-                n = self._preadv_nowait(fd, buf, offset)
+                cached = self._preadv_nowait(fd, buf, offset)
             except OSError as exc:
                 raise self._failed("read", exc) from exc
-            if n == size:
+            if cached == size:
                 self.counters.cache_hits += 1
-                self.counters.bytes_read += n
-                self._account("read", started, n, False)
+                self.counters.bytes_read += size
+                self._account("read", started, size, False)
                 return buf
-            if n:  # partly cached: fetch the rest from the device
-                rest = await self._read_miss(fd, offset + n, size - n, started)
-                self.counters.bytes_read += n
-                return bytes(buf[:n]) + rest
-        return await self._read_miss(fd, offset, size, started)
+        # The rest goes into the same buffer (a partial hit, while read-ahead is still
+        # landing, costs no second copy of what the page cache already gave).
+        total = cached + await self._read_miss(fd, buf, cached, offset, started)
+        self.counters.bytes_read += cached
+        if total < size:  # the copy ends first
+            del buf[total:]
+        return buf
 
-    async def _read_miss(self, fd: int, offset: int, size: int, started: float) -> bytes:
-        """A read the page cache cannot answer: inline while the device answers misses
-        faster than a thread hop would cost (measured), in a thread otherwise."""
+    async def _read_miss(
+        self, fd: int, buf: bytearray, start: int, offset: int, started: float
+    ) -> int:
+        """Fill ``buf[start:]`` from the copy at ``offset + start``, where the page cache could
+        not: inline while the device answers misses faster than a thread hop would cost
+        (measured), in a thread otherwise. Returns the bytes read."""
         try:
             if self.mode is IOMode.INLINE and self.miss_latency_s < self.policy.inline_miss_s:
-                data, device_s = _timed_pread(fd, size, offset)
+                n, device_s = _timed_preadv(fd, buf, start, offset)
             else:
-                data, device_s = await self._on_fd("read", fd, _timed_pread, size, offset)
+                n, device_s = await self._on_fd("read", fd, _timed_preadv, buf, start, offset)
         except OSError as exc:
             raise self._failed("read", exc) from exc
         self.miss_latency_s += 0.2 * (device_s - self.miss_latency_s)
-        self.counters.bytes_read += len(data)
-        self._account("read", started, len(data), True)
-        return data
+        self.counters.bytes_read += n
+        self._account("read", started, n, True)
+        return n
 
     async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
         fd, created = await self._open(key, create=True)
@@ -619,12 +625,19 @@ def _open_noatime(path: str, flags: int, mode: int = 0o600) -> int:
         return os.open(path, flags | os.O_CLOEXEC, mode)
 
 
-def _timed_pread(fd: int, size: int, offset: int) -> tuple[bytes, float]:
-    """The bytes and the time the device took, measured where the call runs (so a thread
-    hop's scheduling is not counted as device latency)."""
+def _timed_preadv(fd: int, buf: bytearray, start: int, offset: int) -> tuple[int, float]:
+    """Read ``buf[start:]`` from ``offset + start`` (less at the end of the file); the count
+    and the time the device took, measured where the call runs (so a thread hop's
+    scheduling is not counted as device latency)."""
     t0 = time.perf_counter()
-    data = os.pread(fd, size, offset)
-    return data, time.perf_counter() - t0
+    total = 0
+    with memoryview(buf) as view:
+        while start + total < len(view):
+            n = os.preadv(fd, [view[start + total :]], offset + start + total)
+            if n == 0:
+                break
+            total += n
+    return total, time.perf_counter() - t0
 
 
 def _will_need(paths: list[str]) -> None:

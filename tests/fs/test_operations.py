@@ -409,3 +409,63 @@ async def test_sequential_reads_prefetch_the_next_copies(
     await trio.testing.wait_all_tasks_blocked()
     assert asked == [[2, 3, 4, 5, 6, 7, 8, 9]]
     await h.ops.release(fh)
+
+
+def _generation_in_db(h: FsHarness, ino: int, idx: int) -> int:
+    row = h.fs.store.db.execute(
+        "SELECT generation FROM extents WHERE ino=? AND idx=?", (ino, idx)
+    ).fetchone()
+    return int(row[0])
+
+
+async def test_periodic_flush_leaves_in_place_overwrites_to_the_full_flush(h: FsHarness) -> None:
+    """The frequent flush syncs and commits what changed in shape (new extents, grown
+    copies) and leaves extents only overwritten in place for the full flush or an fsync."""
+    log: list[tuple[str, str]] = []
+    h.fs.data.attach_durability_log(log)
+    fh, ino = await h.create(b"image")
+    await h.ops.write(fh, 0, b"a" * (MiB + 4096))  # extent 0 full, extent 1 partial
+    await h.fs.data.sync(None, durable=False, overwrites=False)
+    assert sum(1 for kind, _ in log if kind == "file") == 2  # new extents: synced
+    gen0 = _generation_in_db(h, ino, 0)
+
+    log.clear()
+    await h.ops.write(fh, 4096, b"b" * 4096)  # overwrite in place, extent 0
+    await h.ops.write(fh, MiB + 4096, b"c" * 4096)  # grows extent 1's copy
+    await h.fs.data.sync(None, durable=False, overwrites=False)
+    synced = [what for kind, what in log if kind == "file"]
+    assert len(synced) == 1 and synced[0].endswith(".1"), synced  # only the grown extent
+    assert _generation_in_db(h, ino, 0) == gen0  # its row waits with its data
+    assert h.fs.extents.has_pending(ino)
+
+    log.clear()
+    await h.fs.data.sync(None, durable=False, overwrites=True)
+    synced = [what for kind, what in log if kind == "file"]
+    assert len(synced) == 1 and synced[0].endswith(".0"), synced
+    assert _generation_in_db(h, ino, 0) > gen0
+    assert not h.fs.extents.has_pending(ino)
+
+    log.clear()
+    await h.ops.write(fh, 8192, b"d" * 4096)
+    await h.ops.fsync(fh, True)  # an acknowledged sync never leaves anything behind
+    assert [kind for kind, _ in log][:1] == ["file"]
+    assert not h.fs.extents.has_pending(ino)
+    await h.ops.release(fh)
+
+
+async def test_unsynced_overwrite_then_crash_reads_old_or_new_bytes(h: FsHarness) -> None:
+    fh, ino = await h.create(b"vm")
+    old = os.urandom(MiB)
+    await h.ops.write(fh, 0, old)
+    await h.ops.fsync(fh, False)
+    new = os.urandom(4096)
+    await h.ops.write(fh, 8192, new)
+    await h.fs.data.sync(None, durable=False, overwrites=False)  # the periodic flush
+    h.crash()
+    assert h.fs.recovery is not None and h.fs.recovery.data_loss == []
+    ino = await h.lookup(b"vm")
+    fh2 = (await h.ops.open(ino, os.O_RDONLY, CTX)).fh
+    got = await h.ops.read(fh2, 0, MiB)
+    assert got[8192 : 8192 + 4096] in (old[8192 : 8192 + 4096], new)
+    assert got[:8192] == old[:8192] and got[8192 + 4096 :] == old[8192 + 4096 :]
+    await h.ops.release(fh2)
