@@ -102,8 +102,9 @@ class ThroughputMeter:
 
     def __init__(self, interval_s: float, min_bytes: int = MIN_MEASURED_BYTES) -> None:
         self.min_bytes = min_bytes
-        self.window_s = max(MEASURE_WINDOW_S, interval_s)
-        self._window: deque[float] = deque(maxlen=max(1, round(self.window_s / interval_s)))
+        ticks = max(1, round(MEASURE_WINDOW_S / interval_s))
+        self.window_s = ticks * interval_s  # ~a minute, in whole ticks
+        self._window: deque[float] = deque(maxlen=ticks)
         self._sum = 0.0
         self._minute_best = 0.0  # best qualifying rate since the last close()
         self._hour: deque[float] = deque(maxlen=max(1, round(MEASURE_KEEP_S / EVACUATION_EVERY_S)))
