@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if shutil.which("fio") is None:
         parser.error("fio is not installed")
+    if not args.workdir.is_dir():
+        parser.error(f"--workdir {args.workdir}: not a directory")
     signal.signal(signal.SIGTERM, _terminate)
     run(settings, args.workdir, probe=not args.no_probe)
     # The raw samples go beside an explicitly named report, else into bench/results/.

@@ -159,3 +159,16 @@ def test_runner_quick_subset_writes_a_report(tmp_path: Path) -> None:
     assert "class Passthrough(pyfuse3.Operations)" in report
     assert "## FUSE readahead and buffered reads" in report
     assert not list(tmp_path.glob("shadowfs-bench-*"))  # unmounted and removed
+
+
+@needs_fio
+def test_runner_refuses_a_missing_workdir_naming_it(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.datapath", "--workdir", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert f"--workdir {tmp_path / 'nope'}: not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
