@@ -116,7 +116,21 @@ def expected_log_p99(
     if offset.count == 0:
         return None
     found = curve.at(bin_index)
-    return None if found is None else (found[0] + offset.value, max(found[1], OWN_MISS))
+    if found is None:
+        return None
+    value = found[0] + offset.value
+    # The class curve is pooled from devices that each visited their own range of loads; the
+    # offsets that join those ranges are only as good as their overlap, so where one device's
+    # range meets another's the curve can step down. Latency does not fall with load: at a
+    # load above any this device has shown often, expect at least what it showed at the
+    # highest of them; below, at most what it showed at the lowest above.
+    below = next((i for i in range(bin_index - 1, -1, -1) if own.counts[i] >= MIN_OWN_COUNT), None)
+    above = next((i for i in range(bin_index + 1, N_BINS) if own.counts[i] >= MIN_OWN_COUNT), None)
+    if below is not None:
+        value = max(value, own.values[below])
+    if above is not None:
+        value = min(value, own.values[above])
+    return value, max(found[1], OWN_MISS)
 
 
 def learn(

@@ -37,9 +37,15 @@ class ScoreConfig:
     slow_error_rate_per_min: float = 0.04  # or a lower rate sustained over a longer window
     slow_error_window_s: float = 3600.0
     min_error_intervals: int = 2  # "sustained": errors in at least this many intervals
+    min_error_trend_intervals: int = 4  # an error forecast counts once the slow window has
+    # errors in this many intervals: a trend needs more than a pair or three of chance errors
     min_horizon_s: float = 3600.0  # horizon = max(this, 2 x evacuation time)
     level_window_s: float = 300.0  # a hiccup shorter than half of it cannot move the median
     min_level_samples: int = 3
+    # A level counts (fail-slow, forecast confirmation) once it has held this long: a 1-2
+    # minute hiccup next to one noisy or GC-paused sample fills 3 of a 5-minute window's 5
+    # samples at 60 s, but it is gone one window later.
+    level_persist_s: float = 60.0
     warmup_s: float = 1800.0  # learn the baselines before scoring
     screen_factor: float = 1.3  # forecast only signals whose level exceeds this...
     forecast_every_s: float = 300.0  # ...refreshed at most this often

@@ -12,10 +12,13 @@ replayed trace scores exactly as the live daemon did. Per sample:
    on every sample; the row goes into the device's series (predictor/series.py), which closes
    1-minute aggregates;
 3. evidence per signal: while the CUSUM is alarmed, the probability that the level of the
-   last `level_window_s` exceeds the fail-slow threshold; while the signal is elevated
-   (screened), the probability that its ARIMA forecast crosses the failure threshold within
-   the horizon (refreshed every `forecast_every_s`); for errors, the probability that the
-   sustained rate exceeds its threshold, and the ARIMA forecast of the rate;
+   last `level_window_s` exceeds the fail-slow threshold, at its lowest over the last
+   `level_persist_s` (a hiccup next to an outlier can carry one window's median, not two);
+   while the signal is elevated (screened), the probability that its ARIMA forecast crosses
+   the failure threshold within the horizon (refreshed every `forecast_every_s`; it counts
+   once the persisted level confirms the rise); for errors, the probability that the
+   sustained rate exceeds its threshold, and the ARIMA forecast of the rate (counted once
+   errors recur in `min_error_trend_intervals` intervals of the slow window);
 4. the score is the fused probability x 100, with the reason of the strongest signal; standing
    evidence from outside the series (`set_external`, e.g. SMART health) joins the fusion as
    one more signal per source;
@@ -98,6 +101,8 @@ class _SignalState:
     p_level: float = 0.0
     p_forecast: float = 0.0
     residual: float = math.nan  # this tick's
+    # (time, P(level > fail-slow), level) of the ticks within the persistence window.
+    level_track: deque[tuple[float, float, float]] = field(default_factory=deque)
     uncertainty: float = 0.0  # this tick's load-model uncertainty (0 at a visited load)
 
     def learn_scale(self, residual: float) -> None:
@@ -420,21 +425,26 @@ class StreamingScorer:
             if state.cusum.alarmed and len(recent) >= cfg.min_level_samples:
                 threshold = math.log(cfg.fail_slow_factor)
                 state.p_level = level_probability(state.level, state.scale, len(recent), threshold)
-                reasons.append(
-                    Reason(
-                        ReasonKind.FAIL_SLOW,
-                        signal,
-                        math.exp(state.level),
-                        cfg.fail_slow_factor,
-                        horizon_s,
-                        state.p_level,
-                    )
+        # Persistence: the level counts as what it has been, at least, over the last
+        # `level_persist_s` (every tick of it alarmed and elevated), not what one window says.
+        held_p, held_level = self._persisted(state, t)
+        if held_p > 0.0:
+            reasons.append(
+                Reason(
+                    ReasonKind.FAIL_SLOW,
+                    signal,
+                    math.exp(held_level),
+                    cfg.fail_slow_factor,
+                    horizon_s,
+                    held_p,
                 )
+            )
         threshold = math.log(cfg.latency_threshold_factor)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
-        # A forecast counts once the median of the level window confirms the rise: a hiccup
-        # of a sample or two swings a d=1 model's level, but cannot move that median.
-        confirmed = state.cusum.alarmed and state.level > math.log(cfg.screen_factor)
+        # A forecast counts once the median of the level window confirms the rise, and has
+        # for `level_persist_s`: a hiccup of a sample or two swings a d=1 model's level, but
+        # cannot hold that median up for long.
+        confirmed = held_level > math.log(cfg.screen_factor)
         if p_forecast > 0 and state.forecast is not None and confirmed:
             value = math.exp(state.forecast.mean[min(steps, len(state.forecast.mean)) - 1])
             reasons.append(
@@ -449,6 +459,22 @@ class StreamingScorer:
             )
         return reasons
 
+    def _persisted(self, state: _SignalState, t: float) -> tuple[float, float]:
+        """(P(level > fail-slow), level) at their lowest over the persistence window.
+
+        (0, -inf) until the window holds ticks back to `level_persist_s` ago: a device just
+        back from silence must show its level again for that long.
+        """
+        alarmed = state.cusum.alarmed and not math.isnan(state.level)
+        track = state.level_track
+        track.append((t, state.p_level, state.level if alarmed else -math.inf))
+        horizon = t - self.config.level_persist_s
+        while len(track) > 1 and track[1][0] <= horizon + 1e-6:
+            track.popleft()
+        if not alarmed or track[0][0] > horizon + 1e-6:
+            return 0.0, -math.inf
+        return min(p for _, p, _ in track), min(level for _, _, level in track)
+
     def _error_evidence(
         self, device: _Device, t: float, horizon_s: float, steps: int
     ) -> list[Reason]:
@@ -462,6 +488,7 @@ class StreamingScorer:
             return reasons
         state.p_level = 0.0
         screened = False
+        slow_intervals = 0
         # Two windows: a fast rate over minutes, and a slower one sustained over an hour
         # (an error every 20 minutes is rare on a healthy device, and comes hours earlier).
         for window_s, threshold in (
@@ -471,6 +498,7 @@ class StreamingScorer:
             window_errors = errors[times > t - window_s]
             count = float(window_errors.sum())
             intervals_with_errors = int(np.count_nonzero(window_errors))
+            slow_intervals = max(slow_intervals, intervals_with_errors)
             screened = screened or intervals_with_errors >= 2
             if count <= 0 or intervals_with_errors < cfg.min_error_intervals:
                 continue
@@ -485,7 +513,12 @@ class StreamingScorer:
                 )
         threshold = math.log1p(cfg.error_rate_per_min)
         p_forecast = self._forecast_probability(device, state, t, screened, threshold, steps)
-        if p_forecast > 0 and state.forecast is not None:
+        # A d=1 model reads one minute with an error as a new level; the forecast counts
+        # once errors recur in enough intervals of the slow window to make a trend (a
+        # healthy device's chance errors, about one a day, come that close about once in
+        # 100,000 device-days).
+        confirmed = slow_intervals >= cfg.min_error_trend_intervals
+        if p_forecast > 0 and state.forecast is not None and confirmed:
             value = math.expm1(state.forecast.mean[min(steps, len(state.forecast.mean)) - 1])
             reasons.append(
                 Reason(
