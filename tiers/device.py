@@ -77,6 +77,11 @@ class Device(Protocol):
         """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""
         ...
 
+    def write_inline(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
+        """Write into an existing copy at once if that cannot block (its file open, the
+        device answering inline); False, having done nothing, otherwise (then ``write``)."""
+        ...
+
     async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
         """Write into the copy, creating it if needed. True when a new copy was created."""
         ...
