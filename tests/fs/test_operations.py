@@ -464,7 +464,7 @@ async def test_unsynced_overwrite_then_crash_reads_old_or_new_bytes(h: FsHarness
     h.crash()
     assert h.fs.recovery is not None and h.fs.recovery.data_loss == []
     ino = await h.lookup(b"vm")
-    fh2 = (await h.ops.open(ino, os.O_RDONLY, CTX)).fh
+    fh2 = await h.open(ino)
     got = await h.ops.read(fh2, 0, MiB)
     assert got[8192 : 8192 + 4096] in (old[8192 : 8192 + 4096], new)
     assert got[:8192] == old[:8192] and got[8192 + 4096 :] == old[8192 + 4096 :]
