@@ -719,8 +719,9 @@ def write_report(
         "and the median elevated that long). At 60 s a 1-2 minute hiccup is 2 of the "
         "window's 5 samples; one GC pause or noisy sample next to it makes 3, which carries "
         "the median and, just, the CUSUM; one sample later the CUSUM has fallen back and the "
-        "evidence never counted. A 2x step still needs its 4th or 5th sample, so it is "
-        "flagged within 5 minutes of the step; persistence costs every fail-slow one sample.",
+        "evidence never counted. A 2x step needs its 4th or 5th sample: within 5 minutes of "
+        "the step when the 5th is enough, which it usually but not always is (see the "
+        "fail-slow columns below); persistence costs every fail-slow one sample.",
         "4. **Forecast evidence**: 1-minute aggregates (medians) of the residual feed an ARIMA "
         "model per signal (statsmodels; order by AIC over (0,1,1), (1,1,0), (1,1,1); refitted "
         "at most every 6 h, `results.extend` in between). For a screened signal the forecast "
@@ -823,7 +824,8 @@ def write_report(
         "accepts SMART as external evidence, but no SMART data is modelled or evaluated here.",
         "- Fail-slow at 2x sits at the edge of what a 5-minute median of 60 s samples can "
         "tell from noise: on the development seeds about 2 in 120 fail-slow steps (those near "
-        "2x) took longer than 5 minutes, with or without persistence.",
+        "2x) took longer than 5 minutes, with or without persistence (estimated by replaying "
+        "both rules on captured development traces).",
         "- Four minutes of elevated latency (a hiccup plus outliers on both sides) are "
         "indistinguishable from a fail-slow step at 60 s sampling; persistence removes the "
         "3-sample case, not that one.",
