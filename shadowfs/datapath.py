@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 READ_AHEAD_EXTENTS = 8
 
 
+def _growth(extents: Mapping[int, Extent], idx: int, new_end: int) -> int:
+    """How far a write ending ``new_end`` bytes into extent ``idx`` raises its primary copy's
+    high-water mark (what the budget is charged)."""
+    extent = extents.get(idx)
+    have = extent.primary().length if extent is not None else 0
+    return max(0, new_end - have)
+
+
 @dataclass
 class DeviceUsage:
     copies: int = 0
@@ -240,19 +248,14 @@ class DataPath:
         """ENOSPC before any byte is written when the growth would not fit the backing budget
         or the free space under it (so a failed write leaves the file unchanged)."""
         extents = self.extents.of(ino)
-        growth = 0
-        for idx, inner, n, _ in self._pieces(offset, length):
-            extent = extents.get(idx)
-            have = extent.primary().length if extent is not None else 0
-            growth += max(0, inner + n - have)
+        growth = sum(
+            _growth(extents, idx, inner + n) for idx, inner, n, _ in self._pieces(offset, length)
+        )
         self._check_growth(growth)
 
     def _reserve_one(self, extents: Mapping[int, Extent], idx: int, new_end: int) -> None:
         """``_reserve`` for a write inside one extent, ending ``new_end`` bytes into it."""
-        extent = extents.get(idx)
-        have = extent.primary().length if extent is not None else 0
-        if new_end > have:
-            self._check_growth(new_end - have)
+        self._check_growth(_growth(extents, idx, new_end))
 
     def _check_growth(self, growth: int) -> None:
         if growth == 0:
