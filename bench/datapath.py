@@ -2,7 +2,7 @@
 
     python -m bench.datapath [--quick] [--rounds N] [--size 1G] [--runtime S] [--out FILE]
                              [--targets native,shadowfs,passthrough,nullfs] [--jobs a,b]
-                             [--workdir /var/tmp] [--no-probe]
+                             [--workdir /var/tmp] [--no-probe] [--keep-damon]
     python -m bench.datapath --render bench/results/datapath-<time>.json   # report only
 
 `--quick` (64 MiB, one round, 1 s jobs) is a smoke run; it writes
@@ -13,7 +13,8 @@ order rotating each round, so that all targets see the same machine (2 shared co
 page cache that others use too) at nearly the same moment; the report takes medians over
 rounds and states every figure as a ratio to native from the same run. All directories
 and mountpoints live in a fresh /var/tmp/shadowfs-bench-XXXX (a real disk, not tmpfs)
-that is unmounted and removed at the end, whatever happens.
+that is unmounted and removed at the end, whatever happens. DAMON page-out schemes are
+paused for the run and restored after it (bench/damon.py says why; --keep-damon leaves them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import fio_jobs
+from bench import damon, fio_jobs
 from bench.datapath_report import render
 from bench.fio_jobs import DATA_FILE, CacheState, FioError, FioResult, Job, MiB
 from bench.targets import (
@@ -84,6 +85,7 @@ class Run:
     skipped: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     readahead_probe: list[ProbeResult] = field(default_factory=list)
+    write_probe: list[Sample] = field(default_factory=list)  # see probe_write_ceiling
 
 
 @dataclass
@@ -235,6 +237,65 @@ def probe_readahead(base: Path, size: int, runtime: float) -> list[ProbeResult]:
     return results
 
 
+WRITE_PROBE_JOB = "seqwrite-fsync"
+
+
+def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
+    """What a sequential write ending in fsync reaches through the writeback cache.
+
+    A diagnostic, not a benchmark target: `seqwrite-fsync` for `settings.rounds` rounds,
+    alternating in rotating order over native, the passthrough with `--writeback` and the null
+    fs with `--writeback`, each a fresh target in its own sibling directory. The writeback
+    passthrough is the least a daemon storing the bytes in a backing file can do with the
+    writeback cache on (shadowfs runs with it on), so its ratio to native bounds shadowfs's.
+    """
+    logs = base / "logs"
+    targets: list[Target] = [
+        NativeTarget(base / "wprobe-native"),
+        PassthroughTarget(
+            base / "wprobe-passthrough-src",
+            base / "mnt-wprobe-passthrough",
+            logs / "wprobe-passthrough.log",
+            writeback=True,
+        ),
+        NullTarget(
+            base / "mnt-wprobe-nullfs",
+            logs / "wprobe-nullfs.log",
+            logs / "wprobe-nullfs.json",
+            writeback=True,
+        ),
+    ]
+    job = fio_jobs.JOBS_BY_NAME[WRITE_PROBE_JOB]
+    samples: list[Sample] = []
+    try:
+        live: list[Target] = []
+        for target in targets:
+            try:
+                target.start()
+                live.append(target)
+            except (TargetUnavailable, OSError) as exc:
+                samples.append(Sample(target.name, job.name, 0, error=f"did not start: {exc}"))
+                target.stop()
+        for round_ in range(settings.rounds):
+            shift = round_ % max(1, len(live))
+            for target in live[shift:] + live[:shift]:
+                try:
+                    sample = run_one(target, job, round_, settings)
+                except (TargetUnavailable, OSError) as exc:
+                    sample = Sample(target.name, job.name, round_, error=str(exc))
+                samples.append(sample)
+                print(
+                    f"[write probe {round_ + 1}/{settings.rounds}] {target.name:24}"
+                    f" {_describe(sample, job)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        for target in targets:
+            target.stop()
+    return samples
+
+
 def _bw(bw_bytes: float | None) -> str:
     return "failed" if bw_bytes is None else f"{bw_bytes / MiB:.1f} MiB/s"
 
@@ -309,10 +370,19 @@ def cleanup(base: Path, targets: list[Target]) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
+def run(settings: Run, workdir: Path, probe: bool = True, keep_damon: bool = False) -> Run:
     base = Path(tempfile.mkdtemp(prefix="shadowfs-bench-", dir=workdir))
     settings.workdir = str(base)
     settings.machine = machine_facts(base)
+    # Restored on the way out, by the with statement, whatever ends the run (SIGTERM included).
+    with damon.paused_pageout(keep=keep_damon) as pause:
+        settings.machine["DAMON pageout"] = pause.note
+        _run(settings, base, probe)
+    settings.machine["DAMON pageout"] = pause.note  # a failed restore says so
+    return settings
+
+
+def _run(settings: Run, base: Path, probe: bool) -> None:
     if filesystem_of(base).fstype in ("tmpfs", "ramfs"):
         print(f"warning: {base} is on {filesystem_of(base).fstype}, not a disk", file=sys.stderr)
     jobs = [fio_jobs.JOBS_BY_NAME[name] for name in settings.jobs]
@@ -361,6 +431,8 @@ def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
                         facts[key] = f"{facts[key]} at start, {value} at end"
         if probe and "nullfs" in settings.targets:
             settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
+        if probe and WRITE_PROBE_JOB in settings.jobs:
+            settings.write_probe = probe_write_ceiling(base, settings)
         settings.machine["load average at end"] = " ".join(
             Path("/proc/loadavg").read_text().split()[:3]
         )
@@ -373,18 +445,23 @@ def run(settings: Run, workdir: Path, probe: bool = True) -> Run:
                     keep_daemon_log(target, settings)
         cleanup(base, targets)
         settings.finished = time.time()
-    return settings
 
 
 def load(path: Path) -> Run:
     """A run saved in bench/results/ (its raw JSON), to re-render without measuring again."""
     record = json.loads(path.read_text())
-    samples = [
-        Sample(**{**sample, "result": FioResult(**sample["result"]) if sample["result"] else None})
-        for sample in record.pop("samples")
-    ]
+
+    def samples(key: str) -> list[Sample]:
+        return [
+            Sample(
+                **{**sample, "result": FioResult(**sample["result"]) if sample["result"] else None}
+            )
+            for sample in record.pop(key, [])
+        ]
+
+    main, write_probe = samples("samples"), samples("write_probe")
     probes = [ProbeResult(**probe) for probe in record.pop("readahead_probe", [])]
-    return Run(**record, samples=samples, readahead_probe=probes)
+    return Run(**record, samples=main, readahead_probe=probes, write_probe=write_probe)
 
 
 def write_report(settings: Run, out: Path) -> None:
@@ -413,7 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         "--render", type=Path, metavar="RAW_JSON", help="only re-render a saved run's report"
     )
     parser.add_argument(
-        "--no-probe", action="store_true", help="skip the FUSE readahead probe (null fs)"
+        "--no-probe",
+        action="store_true",
+        help="skip the diagnostics: the FUSE readahead probe and the writeback write ceiling",
+    )
+    parser.add_argument(
+        "--keep-damon",
+        action="store_true",
+        help="leave running DAMON pageout schemes alone (default: pause them for the run)",
     )
     args = parser.parse_args(argv)
     if "native" not in args.targets:
@@ -443,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.workdir.is_dir():
         parser.error(f"--workdir {args.workdir}: not a directory")
     signal.signal(signal.SIGTERM, _terminate)
-    run(settings, args.workdir, probe=not args.no_probe)
+    run(settings, args.workdir, probe=not args.no_probe, keep_damon=args.keep_damon)
     # The raw samples go beside an explicitly named report, else into bench/results/.
     raw = (
         args.out.with_suffix(".json")

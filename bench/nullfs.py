@@ -6,11 +6,13 @@ passthrough, so every byte an application moves crosses /dev/fuse and the figure
 the kernel transport plus pyfuse3's per-request cost with no storage behind it.
 
 `--page-cache` opens without direct_io and with keep_cache (safe: the content never changes),
-for probing how the kernel shapes buffered requests (readahead size, max_read). `--stats FILE`
+for probing how the kernel shapes buffered requests (readahead size, max_read). `--writeback`
+is page-cache mode plus the kernel's writeback cache, as shadowfs runs: writes land in the
+mount's page cache and reach the daemon as the kernel writes them back. `--stats FILE`
 records the size of every read and write request; SIGUSR1 writes the histogram to FILE and
 starts a new one, so a runner can attribute request sizes to one fio job.
 
-    python -m bench.nullfs MOUNTPOINT [--page-cache] [--stats FILE]
+    python -m bench.nullfs MOUNTPOINT [--page-cache | --writeback] [--stats FILE]
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ class RequestStats:
 class NullFS(pyfuse3.Operations):
     """One flat directory of names; the data behind every name is FILE_SIZE zeros."""
 
-    def __init__(self, page_cache: bool = False, stats: RequestStats | None = None) -> None:
+    def __init__(
+        self, page_cache: bool = False, stats: RequestStats | None = None, writeback: bool = False
+    ) -> None:
         super().__init__()
+        self.enable_writeback_cache = writeback  # read by pyfuse3.init
+        page_cache = page_cache or writeback
         self._names: dict[bytes, int] = {}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._page_cache = page_cache
@@ -156,10 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mountpoint")
     parser.add_argument("--page-cache", action="store_true", help="buffered, keep_cache opens")
+    parser.add_argument("--writeback", action="store_true", help="page cache + writeback cache")
     parser.add_argument("--stats", metavar="FILE", help="request-size histogram, on SIGUSR1")
     args = parser.parse_args()
     stats = RequestStats() if args.stats else None
-    operations = NullFS(page_cache=args.page_cache, stats=stats)
+    operations = NullFS(page_cache=args.page_cache, stats=stats, writeback=args.writeback)
     if stats is not None:
         # A plain Python handler runs between two bytecodes of the trio thread, so the dump
         # sees the counters in a consistent enough state without touching the FUSE loop.

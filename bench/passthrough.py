@@ -5,7 +5,10 @@ thread; nothing is cached, threaded or tuned (the FUSE readahead is left at the 
 default). It is what a few dozen lines of pyfuse3 reach on this machine, so keep it plain:
 docs/benchmarks.md quotes this file verbatim.
 
-    python -m bench.passthrough SOURCE_DIR MOUNTPOINT     # foreground; SIGTERM unmounts
+`--writeback` (the write-ceiling diagnostic only) opens without direct_io, with keep_cache,
+and turns on the kernel's writeback cache as shadowfs does; the calls stay the same.
+
+    python -m bench.passthrough SOURCE_DIR MOUNTPOINT [--writeback]  # foreground; SIGTERM unmounts
 """
 
 from __future__ import annotations
@@ -35,24 +38,36 @@ def _os(call: Callable[..., T], *args: object, **kwargs: object) -> T:
 class Passthrough(pyfuse3.Operations):
     """Mirrors one source directory tree; inode numbers are our own, keyed by path."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, writeback: bool = False) -> None:
         super().__init__()
         self._paths: dict[int, str] = {pyfuse3.ROOT_INODE: source}
         self._inodes: dict[str, int] = {source: pyfuse3.ROOT_INODE}
         self._next_inode = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._open: dict[int, int] = {}  # fh -> inode: an open file outlives its name
+        self.enable_writeback_cache = writeback  # read by pyfuse3.init
+
+    def _path(self, inode: int) -> str:
+        if inode not in self._paths:  # unlinked: the kernel may still ask about it
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._paths[inode]
 
     def _child(self, parent: int, name: bytes) -> str:
-        return os.path.join(self._paths[parent], os.fsdecode(name))
+        return os.path.join(self._path(parent), os.fsdecode(name))
 
-    def _attr(self, path: str) -> pyfuse3.EntryAttributes:
-        st = _os(os.lstat, path)
+    def _inode(self, path: str) -> int:
         if path not in self._inodes:
             self._inodes[path] = next(self._next_inode)
             self._paths[self._inodes[path]] = path
+        return self._inodes[path]
+
+    def _attr(self, inode: int, fh: int | None = None) -> pyfuse3.EntryAttributes:
+        if fh is None:  # any open file of the inode, else its name
+            fh = next((fd for fd, ino in self._open.items() if ino == inode), None)
+        st = _os(os.lstat, self._path(inode)) if fh is None else _os(os.fstat, fh)
         attr = pyfuse3.EntryAttributes()
         for field in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size"):
             setattr(attr, field, getattr(st, field))
-        attr.st_ino = self._inodes[path]
+        attr.st_ino = inode
         attr.st_blksize, attr.st_blocks = st.st_blksize, st.st_blocks
         attr.st_atime_ns, attr.st_mtime_ns, attr.st_ctime_ns = (
             st.st_atime_ns,
@@ -62,33 +77,43 @@ class Passthrough(pyfuse3.Operations):
         return attr
 
     async def lookup(self, parent_inode, name, ctx=None):
-        return self._attr(self._child(parent_inode, name))
+        path = self._child(parent_inode, name)
+        _os(os.lstat, path)  # a name that does not exist gets no inode
+        return self._attr(self._inode(path))
 
     async def getattr(self, inode, ctx=None):
-        return self._attr(self._paths[inode])
+        return self._attr(inode)
 
     async def setattr(self, inode, attr, fields, fh, ctx):
-        path = self._paths[inode]
+        # Through the open file when the kernel names one (its name may be gone), else the name.
+        target = self._path(inode) if fh is None else fh
         if fields.update_size:
-            _os(os.truncate, path, attr.st_size)
+            _os(os.truncate, target, attr.st_size)
         if fields.update_mode:
-            _os(os.chmod, path, attr.st_mode)
+            _os(os.chmod, target, attr.st_mode)
         if fields.update_atime or fields.update_mtime:
-            st = _os(os.lstat, path)
-            atime = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
-            mtime = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
-            _os(os.utime, path, None, ns=(atime, mtime))
-        return self._attr(path)
+            now = self._attr(inode, fh)
+            atime = attr.st_atime_ns if fields.update_atime else now.st_atime_ns
+            mtime = attr.st_mtime_ns if fields.update_mtime else now.st_mtime_ns
+            _os(os.utime, target, ns=(atime, mtime))
+        return self._attr(inode, fh)
+
+    def _opened(self, path: str, flags: int, mode: int = 0o644) -> pyfuse3.FileInfo:
+        # O_DIRECT is dropped: os.pread's buffers are not aligned for it.
+        flags &= ~os.O_DIRECT
+        writeback = self.enable_writeback_cache
+        if writeback:  # the kernel then reads around partial pages and does O_APPEND itself
+            flags = (flags & ~(os.O_ACCMODE | os.O_APPEND)) | os.O_RDWR
+        fd = _os(os.open, path, flags, mode)
+        self._open[fd] = self._inode(path)
+        return pyfuse3.FileInfo(fh=fd, direct_io=not writeback, keep_cache=True)
 
     async def create(self, parent_inode, name, mode, flags, ctx):
-        path = self._child(parent_inode, name)
-        fd = _os(os.open, path, (flags | os.O_CREAT) & ~os.O_DIRECT, mode)
-        return pyfuse3.FileInfo(fh=fd, direct_io=True), self._attr(path)
+        info = self._opened(self._child(parent_inode, name), flags | os.O_CREAT, mode)
+        return info, self._attr(self._open[info.fh], info.fh)
 
     async def open(self, inode, flags, ctx):
-        # O_DIRECT is dropped: os.pread's buffers are not aligned for it.
-        fd = _os(os.open, self._paths[inode], flags & ~(os.O_CREAT | os.O_DIRECT))
-        return pyfuse3.FileInfo(fh=fd, direct_io=True)
+        return self._opened(self._path(inode), flags & ~os.O_CREAT)
 
     async def read(self, fh, off, size):
         return _os(os.pread, fh, size, off)
@@ -100,6 +125,7 @@ class Passthrough(pyfuse3.Operations):
         _os(os.fdatasync if datasync else os.fsync, fh)
 
     async def release(self, fh):
+        del self._open[fh]
         os.close(fh)
 
     async def unlink(self, parent_inode, name, ctx):
@@ -111,9 +137,9 @@ class Passthrough(pyfuse3.Operations):
         return inode
 
     async def readdir(self, fh, start_id, token):
-        names = sorted(_os(os.listdir, self._paths[fh]))
+        names = sorted(_os(os.listdir, self._path(fh)))
         for index, name in enumerate(names[start_id:], start_id + 1):
-            attr = self._attr(os.path.join(self._paths[fh], name))
+            attr = self._attr(self._inode(os.path.join(self._path(fh), name)))
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index):
                 break
 
@@ -155,8 +181,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source")
     parser.add_argument("mountpoint")
+    parser.add_argument("--writeback", action="store_true", help="page cache + writeback cache")
     args = parser.parse_args()
-    run(Passthrough(os.path.realpath(args.source)), args.mountpoint, args.source, "passthrough")
+    operations = Passthrough(os.path.realpath(args.source), args.writeback)
+    run(operations, args.mountpoint, args.source, "passthrough")
 
 
 if __name__ == "__main__":

@@ -275,31 +275,59 @@ class ChildDaemonTarget(FuseTarget):
 
 
 class PassthroughTarget(ChildDaemonTarget):
-    """bench.passthrough over a source directory beside the native one."""
+    """bench.passthrough over a source directory beside the native one.
+
+    With `writeback` it runs `--writeback` (page cache and the kernel's writeback cache, as
+    shadowfs does) and is named "passthrough-writeback": a diagnostic, not a target.
+    """
 
     name = "passthrough"
 
-    def __init__(self, source: Path, mountpoint: Path, log: Path) -> None:
+    def __init__(self, source: Path, mountpoint: Path, log: Path, writeback: bool = False) -> None:
         super().__init__(mountpoint, log)
         self.source = source
+        self.writeback = writeback
+        if writeback:
+            self.name = "passthrough-writeback"
 
     def start(self) -> None:
         self.source.mkdir(parents=True, exist_ok=True)
         super().start()
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.passthrough", str(self.source), str(self.mountpoint)]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.passthrough",
+            str(self.source),
+            str(self.mountpoint),
+        ]
+        return command + (["--writeback"] if self.writeback else [])
 
 
 class NullTarget(ChildDaemonTarget):
-    """bench.nullfs, recording the size of every request it is sent."""
+    """bench.nullfs, recording the size of every request it is sent.
+
+    `page_cache` (buffered opens) and `writeback` (buffered opens and the kernel's writeback
+    cache, named "nullfs-writeback") are for diagnostics, not targets.
+    """
 
     name = "nullfs"
 
-    def __init__(self, mountpoint: Path, log: Path, stats: Path, page_cache: bool = False) -> None:
+    def __init__(
+        self,
+        mountpoint: Path,
+        log: Path,
+        stats: Path,
+        page_cache: bool = False,
+        writeback: bool = False,
+    ) -> None:
         super().__init__(mountpoint, log)
         self.stats = stats
-        self.page_cache = page_cache  # buffered opens: for probing readahead, not a target
+        self.page_cache = page_cache
+        self.writeback = writeback
+        if writeback:
+            self.name = "nullfs-writeback"
 
     def set_read_ahead_kb(self, kb: int) -> None:
         """Set this mount's FUSE readahead (its bdi's read_ahead_kb)."""
@@ -324,6 +352,7 @@ class NullTarget(ChildDaemonTarget):
             "--stats",
             str(self.stats),
             *(["--page-cache"] if self.page_cache else []),
+            *(["--writeback"] if self.writeback else []),
         ]
 
     def _read_stats(self) -> dict[str, object] | None:

@@ -1,0 +1,221 @@
+"""The data-path harness's environment control and diagnostics, without fio or a mount:
+DAMON pageout pausing against a fake sysfs tree, the write-ceiling section of the report and
+its JSON round trip, and the writeback passthrough surviving the kernel's calls on an
+unlinked inode (its Operations driven directly).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyfuse3
+import pytest
+
+from bench import damon
+from bench.datapath import Run, Sample, load
+from bench.datapath_report import render
+from bench.fio_jobs import FioResult, MiB
+from bench.passthrough import Passthrough
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _kdamond(admin: Path, index: int, state: str, actions: list[str], aggr_us: int) -> Path:
+    path = admin / "kdamonds" / str(index)
+    context = path / "contexts" / "0"
+    (context / "monitoring_attrs" / "intervals").mkdir(parents=True)
+    (context / "monitoring_attrs" / "intervals" / "aggr_us").write_text(f"{aggr_us}\n")
+    for number, action in enumerate(actions):
+        scheme = context / "schemes" / str(number)
+        (scheme / "access_pattern" / "age").mkdir(parents=True)
+        (scheme / "action").write_text(f"{action}\n")
+        (scheme / "access_pattern" / "age" / "min").write_text("6\n")
+    (path / "state").write_text(f"{state}\n")
+    return path / "state"
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Path:
+    """kdamond 0: on, pageout; 1: off, pageout; 2: on, stat only; 3: on, stat and pageout."""
+    admin = tmp_path / "damon" / "admin"
+    _kdamond(admin, 0, "on", ["pageout"], 5_000_000)
+    _kdamond(admin, 1, "off", ["pageout"], 5_000_000)
+    _kdamond(admin, 2, "on", ["stat"], 5_000_000)
+    _kdamond(admin, 3, "on", ["stat", "pageout"], 100_000)
+    (admin / "kdamonds" / "nr_kdamonds").write_text("4\n")
+    return admin
+
+
+def _states(admin: Path) -> list[str]:
+    return [(admin / "kdamonds" / str(i) / "state").read_text().strip() for i in range(4)]
+
+
+def test_damon_pauses_only_running_pageout_kdamonds_and_restores(admin: Path) -> None:
+    with damon.paused_pageout(admin, root=True) as control:
+        assert _states(admin) == ["off", "off", "on", "off"]
+        assert [k.index for k in control.paused] == ["0", "3"]
+    assert _states(admin) == ["on", "off", "on", "on"]
+    assert control.note == (
+        "kdamond 0 (pageout after 30 s idle), kdamond 3 (pageout after 0.6 s idle)"
+        " paused during the run"
+    )
+
+
+def test_damon_restores_on_an_exception_and_on_system_exit(admin: Path) -> None:
+    for error in (RuntimeError("fio died"), SystemExit(143)):
+        with pytest.raises(type(error)):
+            with damon.paused_pageout(admin, root=True):
+                assert _states(admin)[0] == "off"
+                raise error
+        assert _states(admin) == ["on", "off", "on", "on"]
+
+
+def test_damon_keep_not_root_and_missing_tree_touch_nothing(admin: Path, tmp_path: Path) -> None:
+    with damon.paused_pageout(admin, keep=True, root=True) as control:
+        assert _states(admin) == ["on", "off", "on", "on"]
+    assert control.note.endswith("left running (--keep-damon)")
+    with damon.paused_pageout(admin, root=False) as control:
+        assert _states(admin) == ["on", "off", "on", "on"]
+    assert control.note.endswith("left running (not root)")
+    with damon.paused_pageout(tmp_path / "nothing", root=True) as control:
+        pass
+    assert control.note.startswith("no DAMON sysfs")
+    (admin / "kdamonds" / "0" / "state").write_text("off\n")
+    (admin / "kdamonds" / "3" / "state").write_text("off\n")
+    with damon.paused_pageout(admin, root=True) as control:
+        pass
+    assert control.note == "none running" and _states(admin) == ["off", "off", "on", "off"]
+
+
+def _sample(target: str, round_: int, mib_s: float, cpu: float | None = None) -> Sample:
+    size = 256 * MiB
+    result = FioResult(mib_s * MiB, mib_s, 1000.0, size, int(size / (mib_s * MiB) * 1000))
+    return Sample(target, "seqwrite-fsync", round_, result, daemon_cpu_s=cpu)
+
+
+def _write_run() -> Run:
+    run = Run("python -m bench.datapath", 256 * MiB, 5, 2, ["seqwrite-fsync"], ["native"])
+    run.targets = ["native", "shadowfs"]
+    run.machine["DAMON pageout"] = "kdamond 0 (pageout after 30 s idle) paused during the run"
+    for round_, (native, shadow) in enumerate([(1000.0, 250.0), (1200.0, 310.0)]):
+        run.samples += [_sample("native", round_, native), _sample("shadowfs", round_, shadow, 1)]
+    for round_, (native, passthrough, null) in enumerate([(900, 300, 500), (1100, 400, 700)]):
+        run.write_probe += [
+            _sample("native", round_, native),
+            _sample("passthrough-writeback", round_, passthrough, 0.25),
+            _sample("nullfs-writeback", round_, null, 0.125),
+        ]
+    run.write_probe.append(Sample("nullfs-writeback", "seqwrite-fsync", 2, error="fio died"))
+    return run
+
+
+def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:
+    report = render(_write_run(), "src")
+    section = report.split("## Sequential write ending in fsync through the writeback cache")[1]
+    assert "| native | 1,000 MiB/s | 1.00x | 900 MiB/s, 1,100 MiB/s | – |" in section
+    # 350/1000; CPU 0.25 s per 0.25 GiB, over 300 or 400 MiB at 256 MiB per run.
+    assert "| passthrough `--writeback` | 350 MiB/s | 0.35x | 300 MiB/s, 400 MiB/s | 1.00 (" in (
+        section
+    )
+    assert "| nullfs `--writeback` | 600 MiB/s | 0.60x | 500 MiB/s, 700 MiB/s (1 failed) |" in (
+        section
+    )
+    assert "its 0.35x bounds what shadowfs can reach" in section
+    assert "shadowfs reached 0.25x in the main run" in section
+    assert (
+        "| sequential 1 MiB write ending in fsync >= 0.8x native | 0.25x | – | – | **missed** "
+        "(ceiling 0.35x: the writeback passthrough's ratio in the write diagnostic below) |"
+    ) in report
+    assert "| DAMON pageout | kdamond 0 (pageout after 30 s idle) paused during the run |" in report
+
+
+def test_a_ceiling_above_the_goal_adds_nothing_to_the_verdict() -> None:
+    run = _write_run()
+    for sample in run.write_probe:
+        if sample.target == "passthrough-writeback" and sample.result:
+            sample.result = FioResult(1000.0 * MiB, 1, 1, sample.result.io_bytes, 1000)
+    report = render(run, "src")
+    assert "| 0.25x | – | – | **missed** |" in report
+
+
+def test_saved_run_round_trips_with_its_write_probe(tmp_path: Path) -> None:
+    run = _write_run()
+    raw = tmp_path / "run.json"
+    raw.write_text(json.dumps(asdict(run)))
+    loaded = load(raw)
+    assert loaded == run
+    assert render(loaded, "src") == render(run, "src")
+    record = json.loads(raw.read_text())
+    del record["write_probe"]  # runs saved before the probe existed still load
+    raw.write_text(json.dumps(record))
+    assert load(raw).write_probe == []
+
+
+def _fields(**updates: bool) -> SimpleNamespace:
+    names = ("atime", "mtime", "ctime", "mode", "uid", "gid", "size")
+    return SimpleNamespace(**{f"update_{name}": updates.get(name, False) for name in names})
+
+
+async def test_writeback_passthrough_survives_setattr_and_getattr_after_unlink(
+    tmp_path: Path,
+) -> None:
+    ops = Passthrough(str(tmp_path), writeback=True)
+    assert ops.enable_writeback_cache
+    info, attr = await ops.create(pyfuse3.ROOT_INODE, b"f", 0o644, os.O_WRONLY, None)
+    assert not info.direct_io and info.keep_cache
+    inode, fh = attr.st_ino, info.fh
+    assert await ops.write(fh, 0, b"x" * 8192) == 8192
+    assert await ops.read(fh, 0, 4) == b"xxxx"  # write-only opens become read-write
+    await ops.unlink(pyfuse3.ROOT_INODE, b"f", None)
+    assert not (tmp_path / "f").exists()
+
+    # The kernel flushes mtime with the open fh, and may ask for attributes, after the unlink.
+    times = pyfuse3.EntryAttributes()
+    times.st_mtime_ns = 1_000_000_000_123
+    got = await ops.setattr(inode, times, _fields(mtime=True), fh, None)
+    assert got.st_mtime_ns == 1_000_000_000_123 and got.st_nlink == 0
+    size = pyfuse3.EntryAttributes()
+    size.st_size = 4096
+    assert (await ops.setattr(inode, size, _fields(size=True), fh, None)).st_size == 4096
+    assert (await ops.getattr(inode)).st_size == 4096
+    assert await ops.read(fh, 0, 8192) == b"x" * 4096
+
+    # Without an fh, and once the file is closed, the inode is simply gone: ENOENT, no KeyError.
+    async def no_fh() -> object:
+        return await ops.setattr(inode, times, _fields(mtime=True), None, None)
+
+    async def closed() -> object:
+        await ops.release(fh)
+        return await ops.getattr(inode)
+
+    for call in (
+        no_fh,
+        closed,
+        lambda: ops.open(inode, os.O_RDONLY, None),
+        lambda: ops.lookup(pyfuse3.ROOT_INODE, b"f"),
+    ):
+        with pytest.raises(pyfuse3.FUSEError) as error:
+            await call()
+        assert error.value.errno == errno.ENOENT
+
+    # A new file under the old name is a new inode.
+    info, attr = await ops.create(pyfuse3.ROOT_INODE, b"f", 0o644, os.O_RDWR, None)
+    assert attr.st_ino != inode and attr.st_size == 0
+    await ops.release(info.fh)
+
+
+async def test_default_passthrough_still_opens_direct_io(tmp_path: Path) -> None:
+    ops = Passthrough(str(tmp_path))
+    assert not ops.enable_writeback_cache
+    info, attr = await ops.create(pyfuse3.ROOT_INODE, b"g", 0o644, os.O_WRONLY, None)
+    assert info.direct_io
+    with pytest.raises(pyfuse3.FUSEError) as error:
+        await ops.read(info.fh, 0, 1)  # write-only stays write-only without the writeback cache
+    assert error.value.errno == errno.EBADF
+    await ops.release(info.fh)
+    assert (await ops.lookup(pyfuse3.ROOT_INODE, b"g")).st_ino == attr.st_ino
