@@ -101,7 +101,14 @@ class DataPath:
 
     # ------------------------------------------------------------ read
 
-    async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
+    def read_now(self, inode: Inode, offset: int, size: int) -> bytes | bytearray | None:
+        """The answer if it needs no waiting, else None (then ``read_rest``).
+
+        Synchronous, because it is the common case: a read past the end, or inside one extent
+        whose copy the page cache holds, or inside a hole. Answering it without a coroutine
+        per layer was measured to matter (a third of the daemon's own time per 4 KiB O_DIRECT
+        read went to the general path). Either way it notes the read for the read-ahead.
+        """
         if offset >= inode.size or size <= 0:
             return b""
         size = min(size, inode.size - offset)
@@ -111,19 +118,22 @@ class DataPath:
         if offset == inode.read_end and inner == 0:
             self._read_ahead(inode, idx + 1, extents)
         inode.read_end = offset + size
-        if inner + size <= es:
-            # The common case, a read inside one extent whose copy the page cache holds,
-            # answered without a coroutine per layer (measured: a third of the daemon's own
-            # time per 4 KiB O_DIRECT read went to the general path below).
-            extent = extents.get(idx)
-            if extent is not None:
-                copy = extent.primary()
-                if inner + size <= copy.length:
-                    data = self.devices[copy.device].read_cached(
-                        ExtentKey(inode.ino, idx), inner, size
-                    )
-                    if data is not None:
-                        return data
+        if inner + size > es:
+            return None
+        extent = extents.get(idx)
+        if extent is None:
+            return bytes(size)
+        copy = extent.primary()
+        if inner + size > copy.length:
+            return None
+        return self.devices[copy.device].read_cached(inode.ino, idx, inner, size)
+
+    async def read_rest(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
+        """What ``read_now`` could not answer, waiting on devices as needed."""
+        if offset >= inode.size or size <= 0:
+            return b""
+        size = min(size, inode.size - offset)
+        extents = self.extents.of(inode.ino)
         parts: list[bytes | bytearray] = []
         for idx, inner, n, _ in self._pieces(offset, size):
             extent = extents.get(idx)
@@ -132,6 +142,10 @@ class DataPath:
                 continue
             parts.append(await self._read_extent(inode.ino, extent, inner, n))
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
+        data = self.read_now(inode, offset, size)
+        return data if data is not None else await self.read_rest(inode, offset, size)
 
     def _read_ahead(self, inode: Inode, first: int, extents: Mapping[int, Extent]) -> None:
         """A sequential reader entering a new extent: ask the devices to start reading the

@@ -348,16 +348,18 @@ class LocalDevice:
 
     # ----------------------------------------------------------------- I/O
 
-    def read_cached(self, key: ExtentKey, offset: int, size: int) -> bytearray | None:
-        # The page-cache-hit path of every small read: no coroutine, no open, no clock.
+    def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
+        # The page-cache-hit path of every small read: no coroutine, no open, no clock. A
+        # plain tuple finds the ExtentKey it equals in the fd cache.
+        key: ExtentKey = (ino, index)  # type: ignore[assignment]
         fd = self._fds.get(key)
         if fd is None or not self._nowait_reads:
             return None
         buf = bytearray(size)
         try:
-            n = self._preadv_nowait(fd, buf, offset)
+            n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
         except OSError:
-            return None  # ``read`` meets the error again and reports it
+            return None  # a miss (EAGAIN), or an error that ``read`` meets again and reports
         if n != size:
             return None
         self._fds.move_to_end(key)

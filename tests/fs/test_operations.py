@@ -469,3 +469,29 @@ async def test_unsynced_overwrite_then_crash_reads_old_or_new_bytes(h: FsHarness
     assert got[8192 : 8192 + 4096] in (old[8192 : 8192 + 4096], new)
     assert got[:8192] == old[:8192] and got[8192 + 4096 :] == old[8192 + 4096 :]
     await h.ops.release(fh2)
+
+
+async def test_read_is_counted_once_and_a_bug_in_its_fast_path_answers_eio(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fh, _ = await h.create(b"fast")
+    data = os.urandom(2 * MiB)
+    await h.ops.write(fh, 0, data)
+    before = h.ops.request_counts.get("read", 0)
+    assert bytes(await h.ops.read(fh, 4096, 4096)) == data[4096:8192]  # inside one extent
+    assert bytes(await h.ops.read(fh, MiB - 10, 20)) == data[MiB - 10 : MiB + 10]  # across two
+    assert h.ops.request_counts["read"] == before + 2
+    assert "_read_rest" not in h.ops.request_counts
+    with pytest.raises(pyfuse3.FUSEError) as bad_handle:
+        await h.ops.read(fh + 1000, 0, 4096)
+    assert errno_of(bad_handle) == errno.EBADF
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(h.fs.data, "read_now", broken)
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.read(fh, 0, 4096)
+    assert errno_of(exc) == errno.EIO
+    monkeypatch.undo()
+    await h.ops.release(fh)

@@ -36,13 +36,13 @@ def _evict(device: LocalDevice, offset: int, length: int) -> None:
 
 async def test_read_cached_answers_hits_and_declines_everything_else(device: LocalDevice) -> None:
     data = os.urandom(MiB)
-    assert device.read_cached(KEY, 0, 4096) is None  # no such copy: not its business
+    assert device.read_cached(*KEY, 0, 4096) is None  # no such copy: not its business
     await device.write(KEY, 0, data)
-    assert device.read_cached(KEY, 4096, 4096) == data[4096:8192]
+    assert device.read_cached(*KEY, 4096, 4096) == data[4096:8192]
     assert device.counters.cache_hits == 1 and device.counters.reads == 1
-    assert device.read_cached(KEY, MiB - 10, 4096) is None  # past the end: short
+    assert device.read_cached(*KEY, MiB - 10, 4096) is None  # past the end: short
     _evict(device, 0, MiB)
-    if device.read_cached(KEY, 0, 4096) is not None:
+    if device.read_cached(*KEY, 0, 4096) is not None:
         pytest.skip("the kernel kept the pages despite DONTNEED")
     assert await device.read(KEY, 0, 4096) == data[:4096]  # the miss path reads it
 
