@@ -72,3 +72,47 @@ async def test_threaded_reads_return_the_same_bytes(device: LocalDevice) -> None
     _evict(device, 0, MiB)
     assert bytes(await device.read(KEY, 100, 300_000)) == data[100:300_100]
     assert device.counters.threaded_ops >= 1
+
+
+async def test_prefetch_opens_the_copies_for_the_reads_that_follow(
+    device: LocalDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [ExtentKey(9, i) for i in range(4)]
+    for key in keys[:3]:  # the fourth copy does not exist
+        await device.write(key, 0, bytes([key.index]) * 4096)
+    device._forget_fd(keys[0])
+    device._forget_fd(keys[1])
+    kept = device._fds[keys[2]]
+    await device.prefetch(keys)
+    assert device._fds[keys[2]] == kept  # a cached fd is used, not replaced
+    assert keys[0] in device._fds and keys[1] in device._fds
+    assert keys[3] not in device._fds
+    assert not device._pins  # every pin taken for the thread was given back
+
+    opens: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    for key in keys[:3]:
+        assert device.read_cached(*key, 0, 4096) == bytes([key.index]) * 4096
+    assert opens == []  # the reads found their fds
+
+
+async def test_prefetch_caches_no_fd_of_a_copy_deleted_meanwhile(
+    device: LocalDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ExtentKey(9, 0)
+    await device.write(key, 0, b"x" * 4096)
+    device._forget_fd(key)
+    real_in_thread = device._in_thread
+
+    async def delete_during(op: str, fn: object, *args: object) -> object:
+        result = await real_in_thread(op, fn, *args)  # type: ignore[arg-type]
+        if op == "prefetch":
+            await device.delete(key)  # lands while the prefetch's thread was out
+        return result
+
+    monkeypatch.setattr(device, "_in_thread", delete_during)
+    await device.prefetch([key])
+    assert key not in device._fds
+    monkeypatch.undo()
+    assert await device.read(key, 0, 4096) == b""  # gone, not served from a stale fd
