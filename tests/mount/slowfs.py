@@ -52,7 +52,7 @@ class SlowPassthrough(Passthrough):
     async def mkdir(self, parent_inode, name, mode, ctx):  # type: ignore[no-untyped-def]
         path = self._child(parent_inode, name)
         _os(os.mkdir, path, mode)
-        return self._attr(path)
+        return self._attr(self._inode(path))
 
     async def rename(self, p_old, n_old, p_new, n_new, flags, ctx):  # type: ignore[no-untyped-def]
         old, new = self._child(p_old, n_old), self._child(p_new, n_new)
