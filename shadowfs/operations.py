@@ -112,15 +112,7 @@ class ShadowOperations(pyfuse3.Operations):
         self._next_fh += 1
         self._handles[fh] = Handle(inode, flags)
         inode.open_handles += 1
-        # An O_DIRECT opener (a VM image with cache=none, a database) gets a direct_io file:
-        # its I/O reaches us either way, but without it every request also goes through the
-        # kernel's page-cache path on the client side (measured: the null fs answered 4 KiB
-        # O_DIRECT reads ~10% slower in that mode). The kernel still writes back and
-        # invalidates the cached pages other descriptors hold over the range, so they and
-        # this one see each other's bytes (tests/e2e/test_cache_coherency.py). The cost: a
-        # shared writable mmap of an O_DIRECT descriptor is refused (ENODEV).
-        direct = bool(flags & os.O_DIRECT)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True, direct_io=direct)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True, direct_io=False)
 
     def _handle(self, fh: int) -> Handle:
         try:

@@ -4,7 +4,6 @@ two) see each other's writes, in both directions (issue 3, point 5)."""
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import subprocess
@@ -82,28 +81,6 @@ def test_buffered_writes_are_seen_by_an_o_direct_reader(fs: ShadowMount) -> None
         os.pwrite(buffered, block(9, 5000), 2 * MiB + 3000)
         assert os.fstat(direct).st_size == 2 * MiB + 8000
         assert os.pread(direct, 8000, 2 * MiB) == bytes(3000) + block(9, 5000)
-    finally:
-        os.close(direct)
-        os.close(buffered)
-
-
-def test_o_direct_descriptor_refuses_shared_mmap(fs: ShadowMount) -> None:
-    """O_DIRECT opens are direct_io files: a shared mapping of one is refused (ENODEV), a
-    private one works, and a shared mapping of a buffered descriptor sees O_DIRECT writes."""
-    p = fs.path("mapped.img")
-    p.write_bytes(block(1, MiB))
-    direct = os.open(p, os.O_RDWR | os.O_DIRECT)
-    buffered = os.open(p, os.O_RDWR)
-    try:
-        with pytest.raises(OSError) as exc:
-            mmap.mmap(direct, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
-        assert exc.value.errno == errno.ENODEV
-        with mmap.mmap(direct, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ) as private:
-            assert private[:4096] == block(1, MiB)[:4096]
-        with mmap.mmap(buffered, 8192, mmap.MAP_SHARED, mmap.PROT_READ) as shared:
-            assert shared[4096:8192] == block(1, MiB)[4096:8192]
-            assert os.pwritev(direct, [aligned(block(9, 4096))], 4096) == 4096
-            assert shared[4096:8192] == block(9, 4096)
     finally:
         os.close(direct)
         os.close(buffered)

@@ -789,9 +789,9 @@ def test_enospc_when_the_backing_budget_is_exhausted(shadowfs_mount: Any) -> Non
         f.write(first)
         f.flush()
         os.fsync(f.fileno())
-    # O_DIRECT: the error comes back from the writes themselves. The kernel sends a 4 MiB
-    # direct write as 1 MiB requests, so the write may be short (POSIX: "only as many bytes
-    # as there is room for"), and the next one fails with ENOSPC.
+    # O_DIRECT: the error comes back from the writes themselves. The kernel may send a 4 MiB
+    # direct write as several requests, so the write may come back short (POSIX: "only as
+    # many bytes as there is room for"), and then the next one fails with ENOSPC.
     fd = os.open(p, os.O_WRONLY | os.O_DIRECT)
     written = 0
     try:
