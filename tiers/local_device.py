@@ -692,13 +692,14 @@ def _will_need(items: list[tuple[int | None, str]]) -> list[int | None]:
     fds opened here (None where none was), which the caller owns."""
     opened: list[int | None] = []
     for fd, path in items:
-        own = None
+        own: int | None = None
         if fd is None:
-            try:
-                fd = own = _open_noatime(path, os.O_RDWR)
-            except OSError:
+            with contextlib.suppress(OSError):  # gone, or failing: the read will tell
+                own, _ = _open_copy(path, create=False)  # as ``_open`` does: it joins the cache
+            if own is None:
                 opened.append(None)
                 continue
+            fd = own
         opened.append(own)
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
