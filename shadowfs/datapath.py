@@ -45,13 +45,12 @@ log = logging.getLogger(__name__)
 # when fewer than half are left: each ask is a thread hop, and asking one extent per extent
 # read was measured to cost a tenth of the daemon's CPU in a cold sequential read.
 READ_AHEAD_EXTENTS = 16
-# Larger reads skip the synchronous page-cache attempt (they may still be answered at once
-# from a read-ahead buffer). They are the sequential ones, whose copy is often only partly
-# read ahead yet: read_cached would copy the part that is there and then give up, and the
-# general path would copy it again. The general path keeps what one RWF_NOWAIT read gives and
-# reads only the rest, and its few coroutines are nothing against a large copy.
+# Larger reads skip the synchronous page-cache attempt. They are the sequential ones, whose
+# copy is often only partly read ahead yet: read_cached would copy the part that is there and
+# then give up, and the general path would copy it again. The general path keeps what one
+# RWF_NOWAIT read gives and reads only the rest, and its few coroutines are nothing against a
+# large copy.
 FAST_READ_MAX = 128 * 1024
-Buffer = bytes | bytearray | memoryview
 
 
 def _growth(extents: Mapping[int, Extent], idx: int, new_end: int) -> int:
@@ -111,15 +110,13 @@ class DataPath:
 
     # ------------------------------------------------------------ read
 
-    def read_now(self, inode: Inode, offset: int, size: int) -> Buffer | None:
+    def read_now(self, inode: Inode, offset: int, size: int) -> bytes | bytearray | None:
         """The answer if it needs no waiting, else None (then ``read_rest``).
 
         Synchronous, because it is the common case: a read past the end, or inside one extent
         whose copy the page cache holds, or inside a hole. Answering it without a coroutine
         per layer was measured to matter (a third of the daemon's own time per 4 KiB O_DIRECT
         read went to the general path). Either way it notes the read for the read-ahead.
-        A memoryview it returns is valid only until the caller's task yields
-        (tiers.staging): it is meant for the reply.
         """
         if offset >= inode.size or size <= 0:
             return b""
@@ -130,7 +127,7 @@ class DataPath:
         if offset == inode.read_end and inner == 0:
             self._read_ahead(inode, idx + 1, extents)
         inode.read_end = offset + size
-        if inner + size > es:
+        if inner + size > es or size > FAST_READ_MAX:
             return None
         extent = extents.get(idx)
         if extent is None:
@@ -138,18 +135,15 @@ class DataPath:
         copy = extent.primary()
         if inner + size > copy.length:
             return None
-        device = self.devices[copy.device]
-        if size > FAST_READ_MAX:
-            return device.read_staged(ExtentKey(inode.ino, idx), inner, size)
-        return device.read_cached(inode.ino, idx, inner, size)
+        return self.devices[copy.device].read_cached(inode.ino, idx, inner, size)
 
-    async def read_rest(self, inode: Inode, offset: int, size: int) -> Buffer:
+    async def read_rest(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         """What ``read_now`` could not answer, waiting on devices as needed."""
         if offset >= inode.size or size <= 0:
             return b""
         size = min(size, inode.size - offset)
         extents = self.extents.of(inode.ino)
-        parts: list[Buffer] = []
+        parts: list[bytes | bytearray] = []
         for idx, inner, n, _ in self._pieces(offset, size):
             extent = extents.get(idx)
             if extent is None:
@@ -159,11 +153,8 @@ class DataPath:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
-        """For callers that keep what they read (the FUSE handler uses the two halves)."""
         data = self.read_now(inode, offset, size)
-        if data is None:
-            data = await self.read_rest(inode, offset, size)
-        return bytes(data) if isinstance(data, memoryview) else data
+        return data if data is not None else await self.read_rest(inode, offset, size)
 
     def _read_ahead(self, inode: Inode, first: int, extents: Mapping[int, Extent]) -> None:
         """A sequential reader entering a new extent: ask the devices to start reading the
@@ -185,12 +176,12 @@ class DataPath:
                 by_device.setdefault(copy.device, []).append(ExtentKey(inode.ino, idx))
         inode.read_ahead_until = max(inode.read_ahead_until, stop)
         for name, keys in by_device.items():
-            trio.lowlevel.spawn_system_task(self.devices[name].prefetch, keys, self.extent_size)
+            trio.lowlevel.spawn_system_task(self.devices[name].prefetch, keys)
 
-    async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> Buffer:
+    async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> bytes | bytearray:
         copy = extent.primary()
         avail = max(0, min(n, copy.length - inner))
-        data: Buffer = b""
+        data: bytes | bytearray = b""
         if avail:
             try:
                 data = await self.devices[copy.device].read(

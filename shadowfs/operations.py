@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 
-from shadowfs.datapath import Buffer, DataPath
+from shadowfs.datapath import DataPath
 from shadowfs.errors import FsError
 from shadowfs.namespace import Inode, Namespace, now_ns
 
@@ -288,11 +288,10 @@ class ShadowOperations(pyfuse3.Operations):
             await self.data.truncate(node, 0)
         return self._open_handle(node, flags)
 
-    async def read(self, fh: int, off: int, size: int) -> Buffer:  # type: ignore[override]
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
         # Not @_translated: the common read is answered here without awaiting anything, and
         # the wrapper's coroutine was a measurable share of it. pyfuse3 replies with any
-        # contiguous buffer (PyObject_GetBuffer) and copies it before this task yields, so a
-        # bytearray, or a view of a read-ahead buffer, goes back without a copy.
+        # contiguous buffer (PyObject_GetBuffer), so a bytearray goes back without a copy.
         counts = self.request_counts
         counts["read"] = counts.get("read", 0) + 1
         handle = self._handles.get(fh)
@@ -307,7 +306,7 @@ class ShadowOperations(pyfuse3.Operations):
         return await self._read_rest(fh, off, size)
 
     @_translated
-    async def _read_rest(self, fh: int, off: int, size: int) -> Buffer:
+    async def _read_rest(self, fh: int, off: int, size: int) -> bytes | bytearray:
         return await self.data.read_rest(self._handle(fh).inode, off, size)
 
     @_translated

@@ -68,24 +68,15 @@ class Device(Protocol):
     @property
     def mode(self) -> IOMode: ...
 
-    def read_cached(
-        self, ino: int, index: int, offset: int, size: int
-    ) -> bytearray | memoryview | None:
-        """All ``size`` bytes of copy (ino, index) from the page cache or a read-ahead
-        buffer without blocking, or None (then call ``read``). Synchronous, and named by two
-        ints rather than an ExtentKey: this is the hot path of a page-cache hit, and building
-        the key cost more than a third of a microsecond per read. A memoryview is valid only
-        until the caller's task yields."""
+    def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
+        """All ``size`` bytes of copy (ino, index) from the page cache without blocking, or
+        None (then call ``read``). Synchronous, and named by two ints rather than an
+        ExtentKey: this is the hot path of a page-cache hit, and building the key cost more
+        than a third of a microsecond per read."""
         ...
 
-    def read_staged(self, key: ExtentKey, offset: int, size: int) -> memoryview | None:
-        """The bytes from a read-ahead buffer if one holds them now, else None; valid only
-        until the caller's task yields."""
-        ...
-
-    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray | memoryview:
-        """Bytes of the copy at [offset, offset+size); shorter if the copy ends first. A
-        memoryview (from a read-ahead buffer) is valid only until the caller's task yields."""
+    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
+        """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""
         ...
 
     def write_inline(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
@@ -105,9 +96,8 @@ class Device(Protocol):
         """Make the named copies' data durable."""
         ...
 
-    async def prefetch(self, keys: Iterable[ExtentKey], stage_size: int = 0) -> None:
-        """Start reading these copies into a cache (with ``stage_size``, the extent size,
-        into the device's read-ahead buffers if it has them); a hint: never raises."""
+    async def prefetch(self, keys: Iterable[ExtentKey]) -> None:
+        """Start reading these copies into a cache; a hint: never raises."""
         ...
 
     async def sync_namespace(self) -> None:

@@ -40,12 +40,8 @@ import trio
 
 from tiers.device import Capacity, DeviceError, DeviceTimeout, ExtentKey, IOMode, single_error
 from tiers.mounts import mount_entries
-from tiers.staging import StageBuffers, Staged, stage_copies
 
 EXTENTS_DIR = "extents"
-# Read-ahead threads per batch (tiers.staging): one read at a time left the readers of a cold
-# stream waiting on it for more than half their reads (measured).
-STAGE_THREADS = 4
 FANOUT = 256
 # Filesystems whose buffered reads honour RWF_NOWAIT and whose page-cache writes do not wait on
 # a remote peer. On anything else (FUSE, NFS, CIFS, ...) a "non-blocking" read can still block,
@@ -84,7 +80,6 @@ class IOPolicy:
     error_threshold: int = 1
     inline_miss_s: float = 0.0005
     max_open_files: int = 512
-    stage_bytes: int = 64 << 20  # buffers for sequential read-ahead (tiers.staging)
     slow_ops_to_switch: int = 3  # slow I/Os within slow_window_s that send the device threaded
     slow_window_s: float = 10.0
 
@@ -98,8 +93,6 @@ class DeviceCounters:
     bytes_read: int = 0
     bytes_written: int = 0
     cache_hits: int = 0
-    staged_hits: int = 0  # reads answered from read-ahead buffers (tiers.staging)
-    staged_waits: int = 0  # of those, reads that had to wait for their read-ahead
     threaded_ops: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -144,7 +137,6 @@ class LocalDevice:
         self._dirty_dirs: set[str] = set()
         self._closed = False
         self._fs_free: int | None = None
-        self._stage = StageBuffers(self.policy.stage_bytes)
         self.fs_type = filesystem_type(self.root)
         self.inline_capable = self.fs_type in INLINE_FILESYSTEMS
         if not self.inline_capable:
@@ -171,7 +163,6 @@ class LocalDevice:
 
     def close(self) -> None:
         self._closed = True
-        self._stage.close()
         for fd in self._fds.values():
             if fd not in self._pins:
                 os.close(fd)
@@ -202,9 +193,7 @@ class LocalDevice:
         self.counters.mode_changes += 1
 
     def _account(self, op: str, started: float, nbytes: int, reached_device: bool) -> None:
-        self._note(op, time.perf_counter() - started, nbytes, reached_device)
-
-    def _note(self, op: str, latency: float, nbytes: int, reached_device: bool) -> None:
+        latency = time.perf_counter() - started
         # fsync time grows with the dirty data it writes back, so it says little about the
         # device's health on its own; it always runs threaded anyway.
         threshold = self.policy.slow_threshold_s
@@ -360,16 +349,10 @@ class LocalDevice:
 
     # ----------------------------------------------------------------- I/O
 
-    def read_cached(
-        self, ino: int, index: int, offset: int, size: int
-    ) -> bytearray | memoryview | None:
+    def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
         # The page-cache-hit path of every small read: no coroutine, no open, no clock. A
         # plain tuple finds the ExtentKey it equals in the fd cache.
         key: ExtentKey = (ino, index)  # type: ignore[assignment]
-        if self._stage.entries:
-            view = self.read_staged(key, offset, size)
-            if view is not None:
-                return view
         fd = self._fds.get(key)
         if fd is None or not self._nowait_reads:
             return None
@@ -389,17 +372,6 @@ class LocalDevice:
             self.recorder("read", 0.0, n, False)
         return buf
 
-    def read_staged(self, key: ExtentKey, offset: int, size: int) -> memoryview | None:
-        """The bytes from a read-ahead buffer, if one holds them now. The view is valid until
-        the caller's task next yields (see tiers.staging): it is for a reply, not to keep."""
-        view = self._stage.view(key, offset, size)
-        if view is not None:
-            counters = self.counters
-            counters.reads += 1
-            counters.staged_hits += 1
-            counters.bytes_read += size
-        return view
-
     def _preadv_nowait(self, fd: int, buf: bytearray, offset: int) -> int:
         """Bytes the page cache gave at once (0 for none). With RWF_NOWAIT the kernel answers
         from the page cache or not at all, so this never waits on the device, in either mode."""
@@ -413,15 +385,7 @@ class LocalDevice:
             self._nowait_reads = False  # the filesystem below does not support it
             return 0
 
-    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray | memoryview:
-        if self._stage.entries:
-            staged = self._stage.pending(key)
-            if staged is not None:  # being read ahead: that read is already on its way
-                self.counters.staged_waits += 1
-                await staged.done.wait()
-            view = self.read_staged(key, offset, size)
-            if view is not None:
-                return view
+    async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:
         fd, _ = await self._open(key, create=False)
         if fd is None:
             return b""
@@ -473,8 +437,6 @@ class LocalDevice:
         if fd is None:
             return False
         self._fds.move_to_end(key)
-        if self._stage.entries:
-            self._stage.drop(key)
         self._pwrite_inline(fd, offset, data)
         return True
 
@@ -489,11 +451,9 @@ class LocalDevice:
         self._account("write", started, n, True)
 
     async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
-        self._stage.drop(key)
         fd, created = await self._open(key, create=True)
         assert fd is not None
         if self.mode is IOMode.INLINE:
-            self._stage.drop(key)
             self._pwrite_inline(fd, offset, data)
             return created
         self.counters.writes += 1
@@ -502,93 +462,30 @@ class LocalDevice:
             n = await self._on_fd("write", fd, _pwrite_all, data, offset)
         except OSError as exc:
             raise self._failed("write", exc) from exc
-        finally:
-            self._stage.drop(key)  # a read-ahead that started meanwhile raced this write
         self.counters.bytes_written += n
         self._account("write", started, n, True)
         return created
 
-    async def prefetch(self, keys: Iterable[ExtentKey], stage_size: int = 0) -> None:
-        """Start reading the copies a sequential reader will want next; a hint, never raises.
+    async def prefetch(self, keys: Iterable[ExtentKey]) -> None:
+        """Start reading the copies into the page cache, and open them on the way.
 
-        With ``stage_size`` (the extent size), as many as the read-ahead buffers hold are
-        read into them (tiers.staging: O_DIRECT, no second copy in the page cache, no copy
-        on the event loop); the rest, or all without it, are only advised into the page
-        cache (POSIX_FADV_WILLNEED).
-
-        Either way the copies are opened in the thread and their fds join the cache: the
-        reads that follow would otherwise open each copy again on the event loop, where a
-        cold directory or inode (after a remount, say) is a disk read that stalls every
-        request (measured: a twentieth of the loop's time in a cold sequential read went to
-        such opens)."""
+        The opens happen in the thread and their fds join the cache: the reads that follow
+        would otherwise open each copy again on the event loop, where a cold directory or
+        inode (after a remount, say) is a disk read that stalls every request (measured: a
+        twentieth of the loop's time in a cold sequential read went to such opens)."""
         keys = list(keys)
-        claimed = self._stage.claim(keys, stage_size) if stage_size > 0 else []
-        if claimed:
-            keys = [key for key in keys if key not in self._stage.entries]
-            await self._fill(claimed)
-        if keys:
-            await self._advise(keys)
-
-    async def _fill(self, claimed: list[tuple[ExtentKey, Staged]]) -> None:
-        """Read the claimed copies in a few threads at once, interleaved (the first thread
-        takes copies 0, n, 2n...), so the next copy a reader wants is always among the first
-        ones read, and the device sees several reads at a time."""
-        width = max(1, min(STAGE_THREADS, self.policy.threads, len(claimed)))
-        try:
-            async with trio.open_nursery() as nursery:
-                for i in range(width):
-                    nursery.start_soon(self._fill_group, claimed[i::width])
-        except BaseException:  # cancelled (at shutdown): the threads may still fill them
-            self._stage.abandon(staged for _, staged in claimed)
-            raise
-
-    async def _fill_group(self, group: list[tuple[ExtentKey, Staged]]) -> None:
-        cached = [self._fds.get(key) for key, _ in group]
-        items = [
-            (fd, str(self.path_of(key)), staged)
-            for (key, staged), fd in zip(group, cached, strict=True)
-        ]
-        token = trio.lowlevel.current_trio_token()
-
-        def report(staged: Staged, n: int, seconds: float) -> None:  # in the thread
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._landed, staged, n, seconds)
-
-        keys = [key for key, _ in group]
-        opened = await self._prefetch_thread(
-            keys, cached, stage_copies, items, _open_existing, report
-        )
-        if opened is None:  # past its deadline: those still out are given up
-            self._stage.abandon(staged for _, staged in group)
-
-    def _landed(self, staged: Staged, n: int, seconds: float) -> None:
-        self._stage.landed(staged, n)
-        if n > 0:  # the device's read, timed in the thread: health evidence like any other
-            self._note("read", seconds, n, True)
-
-    async def _advise(self, keys: list[ExtentKey]) -> None:
+        if not keys:
+            return
         cached = [self._fds.get(key) for key in keys]
-        items = [(fd, str(self.path_of(key))) for key, fd in zip(keys, cached, strict=True)]
-        await self._prefetch_thread(keys, cached, _will_need, items)
-
-    async def _prefetch_thread(
-        self,
-        keys: list[ExtentKey],
-        cached: list[int | None],
-        fn: Callable[..., list[int | None]],
-        *args: Any,
-    ) -> list[int | None] | None:
-        """Run a prefetch thread with the cached fds it uses pinned, and cache the fds it
-        opened. None if it missed its deadline; if it is abandoned (that, or cancelled at
-        shutdown) its fds stay pinned for good, as the thread may still use them."""
         pinned = [fd for fd in cached if fd is not None]
+        items = [(fd, str(self.path_of(key))) for key, fd in zip(keys, cached, strict=True)]
         epoch = self._delete_epoch
         for fd in pinned:
             self._pin(fd)
         try:
-            opened = await self._in_thread("prefetch", fn, *args)
+            opened = await self._in_thread("prefetch", _will_need, items)
         except DeviceTimeout:
-            return None
+            return  # the abandoned thread may still use the pinned fds: they stay pinned
         except OSError:
             opened = []  # a hint; the read that needs the data will see any real error
         for fd in pinned:
@@ -600,10 +497,8 @@ class LocalDevice:
                 os.close(new_fd)  # a delete ran meanwhile: this fd may name an unlinked file
             else:
                 self._remember_fd(key, new_fd)
-        return opened
 
     async def truncate(self, key: ExtentKey, length: int) -> None:
-        self._stage.drop(key)
         fd, _ = await self._open(key, create=False)
         if fd is None:
             return
@@ -611,12 +506,9 @@ class LocalDevice:
             await self._on_fd("truncate", fd, os.ftruncate, length)
         except OSError as exc:
             raise self._failed("truncate", exc) from exc
-        finally:
-            self._stage.drop(key)
 
     async def delete(self, key: ExtentKey) -> None:
         self._delete_epoch += 1
-        self._stage.drop(key)
         self._forget_fd(key)
         path = str(self.path_of(key))
         try:
@@ -627,7 +519,6 @@ class LocalDevice:
             # A sync may have opened (and cached) the copy while the unlink ran: drop that
             # fd too, or a later write to a new copy of this key would land in the dead file.
             self._forget_fd(key)
-            self._stage.drop(key)
         self._dirty_dirs.add(os.path.dirname(path))
 
     async def sync(self, keys: Iterable[ExtentKey]) -> None:
@@ -714,13 +605,11 @@ class LocalDevice:
 
     def delete_now(self, key: ExtentKey) -> None:
         """Blocking delete for recovery and fsck, which run before the mount answers."""
-        self._stage.drop(key)
         self._forget_fd(key)
         _unlink_if_present(str(self.path_of(key)))
         self._dirty_dirs.add(str(self.path_of(key).parent))
 
     def truncate_now(self, key: ExtentKey, length: int) -> None:
-        self._stage.drop(key)
         try:
             os.truncate(self.path_of(key), length)
         except FileNotFoundError:
@@ -796,10 +685,6 @@ def _timed_preadv(fd: int, buf: bytearray, start: int, offset: int) -> tuple[int
                 break
             total += n
     return total, time.perf_counter() - t0
-
-
-def _open_existing(path: str) -> int | None:
-    return _open_copy(path, create=False)[0]
 
 
 def _will_need(items: list[tuple[int | None, str]]) -> list[int | None]:
