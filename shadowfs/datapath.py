@@ -176,7 +176,15 @@ class DataPath:
                 by_device.setdefault(copy.device, []).append(ExtentKey(inode.ino, idx))
         inode.read_ahead_until = max(inode.read_ahead_until, stop)
         for name, keys in by_device.items():
-            trio.lowlevel.spawn_system_task(self.devices[name].prefetch, keys)
+            trio.lowlevel.spawn_system_task(self._prefetch, self.devices[name], keys)
+
+    async def _prefetch(self, device: Device, keys: list[ExtentKey]) -> None:
+        # A system task: an exception escaping it would end the whole mount (trio turns it
+        # into TrioInternalError), and a read-ahead is only ever a hint.
+        try:
+            await device.prefetch(keys)
+        except Exception:
+            log.exception("read-ahead on device %s failed (reads go on without it)", device.name)
 
     async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> bytes | bytearray:
         copy = extent.primary()

@@ -414,6 +414,26 @@ async def test_sequential_reads_prefetch_the_next_copies(
     await h.ops.release(fh)
 
 
+async def test_a_failing_read_ahead_costs_only_the_read_ahead(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import trio
+
+    fh, _ = await h.create(b"seq")
+    data = os.urandom(4 * MiB)
+    await h.ops.write(fh, 0, data)
+
+    async def broken(keys):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the read-ahead")
+
+    monkeypatch.setattr(h.fs.devices["hdd0"], "prefetch", broken)
+    got = b"".join([bytes(await h.ops.read(fh, i * MiB, MiB)) for i in range(4)])
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == data
+    assert "read-ahead on device hdd0 failed" in caplog.text
+    await h.ops.release(fh)
+
+
 def _generation_in_db(h: FsHarness, ino: int, idx: int) -> int:
     row = h.fs.store.db.execute(
         "SELECT generation FROM extents WHERE ino=? AND idx=?", (ino, idx)
