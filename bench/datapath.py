@@ -43,6 +43,7 @@ from bench.targets import (
     ShadowfsTarget,
     Target,
     TargetUnavailable,
+    WriteCeilingTarget,
     filesystem_of,
     force_unmount,
     mount_entries,
@@ -238,16 +239,19 @@ def probe_readahead(base: Path, size: int, runtime: float) -> list[ProbeResult]:
 
 
 WRITE_PROBE_JOB = "seqwrite-fsync"
+WRITE_PROBE_THREADS = 4
 
 
 def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
     """What a sequential write ending in fsync reaches through the writeback cache.
 
     A diagnostic, not a benchmark target: `seqwrite-fsync` for `settings.rounds` rounds,
-    alternating in rotating order over native, the passthrough with `--writeback` and the null
-    fs with `--writeback`, each a fresh target in its own sibling directory. The writeback
-    passthrough is the least a daemon storing the bytes in a backing file can do with the
-    writeback cache on (shadowfs runs with it on), so its ratio to native bounds shadowfs's.
+    alternating in rotating order over native, three daemons that store the bytes with the
+    writeback cache on (as shadowfs runs) and the null fs with `--writeback`, each a fresh
+    target in its own sibling directory. The storing daemons are the passthrough with
+    `--writeback` (one inline pwrite per request) and bench.write_ceiling's two designs that
+    move the store off the event loop (4 threads; 4 threads with O_DIRECT); the best of them
+    is the ceiling the report holds shadowfs's figure against.
     """
     logs = base / "logs"
     targets: list[Target] = [
@@ -257,6 +261,16 @@ def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
             base / "mnt-wprobe-passthrough",
             logs / "wprobe-passthrough.log",
             writeback=True,
+        ),
+        *(
+            WriteCeilingTarget(
+                base / f"wprobe-threads{'-direct' if direct else ''}-src",
+                base / f"mnt-wprobe-threads{'-direct' if direct else ''}",
+                logs / f"wprobe-threads{'-direct' if direct else ''}.log",
+                threads=WRITE_PROBE_THREADS,
+                direct=direct,
+            )
+            for direct in (False, True)
         ),
         NullTarget(
             base / "mnt-wprobe-nullfs",

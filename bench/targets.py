@@ -305,6 +305,31 @@ class PassthroughTarget(ChildDaemonTarget):
         return command + (["--writeback"] if self.writeback else [])
 
 
+class WriteCeilingTarget(PassthroughTarget):
+    """bench.write_ceiling: the writeback passthrough with its writes in threads (optionally
+    O_DIRECT). A diagnostic of the write ceiling, not a target."""
+
+    def __init__(
+        self, source: Path, mountpoint: Path, log: Path, threads: int, direct: bool = False
+    ) -> None:
+        super().__init__(source, mountpoint, log, writeback=True)
+        self.threads = threads
+        self.direct = direct
+        self.name = f"writeback-{threads}threads" + ("-direct" if direct else "")
+
+    def _command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.write_ceiling",
+            str(self.source),
+            str(self.mountpoint),
+            "--threads",
+            str(self.threads),
+        ]
+        return command + (["--direct"] if self.direct else [])
+
+
 class NullTarget(ChildDaemonTarget):
     """bench.nullfs, recording the size of every request it is sent.
 
