@@ -49,6 +49,7 @@ from bench.targets import (
     mount_entries,
     process_cpu_seconds,
 )
+from shadowfs.config import CacheConfig
 
 TARGET_NAMES = ("native", "shadowfs", "passthrough", "nullfs")
 RESULTS_DIR = REPO / "bench" / "results"  # raw JSON of every run; ignored by git
@@ -87,6 +88,7 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     readahead_probe: list[ProbeResult] = field(default_factory=list)
     write_probe: list[Sample] = field(default_factory=list)  # see probe_write_ceiling
+    read_probe: list[Sample] = field(default_factory=list)  # see probe_read_ceiling
 
 
 @dataclass
@@ -279,15 +281,62 @@ def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
             writeback=True,
         ),
     ]
-    job = fio_jobs.JOBS_BY_NAME[WRITE_PROBE_JOB]
+    return _alternate(targets, fio_jobs.JOBS_BY_NAME[WRITE_PROBE_JOB], settings, "write probe")
+
+
+READ_PROBE_JOB = "seqread-cold"
+SHADOWFS_READ_AHEAD_KB = CacheConfig().readahead_kib  # what a default shadowfs mount sets
+
+
+def probe_read_ceiling(base: Path, settings: Run, read_ahead_kb: int) -> list[Sample]:
+    """What a cold sequential read reaches through the page cache of a FUSE mount.
+
+    A diagnostic, not a benchmark target: `seqread-cold` for `settings.rounds` rounds,
+    alternating in rotating order over native, the passthrough in page-cache mode
+    (`--writeback`: no `direct_io`, `keep_cache`, one inline pread per request from one backing
+    file, whose own readahead is not cut at every extent as shadowfs's copies are) and the null
+    fs in page-cache mode, both with the FUSE readahead shadowfs sets (`read_ahead_kb`), each
+    remounted cold before every sample. The passthrough is the least a daemon reading the bytes
+    from a backing file can do in shadowfs's cache mode; the null fs, the transport alone.
+    """
+    logs = base / "logs"
+    source = base / "rprobe-passthrough-src"
+    targets: list[Target] = [
+        NativeTarget(base / "rprobe-native"),
+        PassthroughTarget(
+            source,
+            base / "mnt-rprobe-passthrough",
+            logs / "rprobe-passthrough.log",
+            writeback=True,
+            read_ahead_kb=read_ahead_kb,
+        ),
+        NullTarget(
+            base / "mnt-rprobe-nullfs",
+            logs / "rprobe-nullfs.log",
+            logs / "rprobe-nullfs.json",
+            page_cache=True,
+            read_ahead_kb=read_ahead_kb,
+        ),
+    ]
+    return _alternate(
+        targets, fio_jobs.JOBS_BY_NAME[READ_PROBE_JOB], settings, "read probe", prepare_data=True
+    )
+
+
+def _alternate(
+    targets: list[Target], job: Job, settings: Run, label: str, prepare_data: bool = False
+) -> list[Sample]:
+    """`job` for `settings.rounds` rounds over fresh `targets`, in rotating order."""
     samples: list[Sample] = []
     try:
         live: list[Target] = []
         for target in targets:
             try:
                 target.start()
+                if prepare_data and not isinstance(target, NullTarget):
+                    prepare(target, settings.size)
                 live.append(target)
-            except (TargetUnavailable, OSError) as exc:
+            except (TargetUnavailable, OSError, FioError) as exc:
                 samples.append(Sample(target.name, job.name, 0, error=f"did not start: {exc}"))
                 target.stop()
         for round_ in range(settings.rounds):
@@ -299,7 +348,7 @@ def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
                     sample = Sample(target.name, job.name, round_, error=str(exc))
                 samples.append(sample)
                 print(
-                    f"[write probe {round_ + 1}/{settings.rounds}] {target.name:24}"
+                    f"[{label} {round_ + 1}/{settings.rounds}] {target.name:24}"
                     f" {_describe(sample, job)}",
                     file=sys.stderr,
                     flush=True,
@@ -447,6 +496,8 @@ def _run(settings: Run, base: Path, probe: bool) -> None:
             settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
         if probe and WRITE_PROBE_JOB in settings.jobs:
             settings.write_probe = probe_write_ceiling(base, settings)
+        if probe and READ_PROBE_JOB in settings.jobs:
+            settings.read_probe = probe_read_ceiling(base, settings, SHADOWFS_READ_AHEAD_KB)
         settings.machine["load average at end"] = " ".join(
             Path("/proc/loadavg").read_text().split()[:3]
         )
@@ -474,8 +525,15 @@ def load(path: Path) -> Run:
         ]
 
     main, write_probe = samples("samples"), samples("write_probe")
+    read_probe = samples("read_probe")
     probes = [ProbeResult(**probe) for probe in record.pop("readahead_probe", [])]
-    return Run(**record, samples=main, readahead_probe=probes, write_probe=write_probe)
+    return Run(
+        **record,
+        samples=main,
+        readahead_probe=probes,
+        write_probe=write_probe,
+        read_probe=read_probe,
+    )
 
 
 def write_report(settings: Run, out: Path) -> None:

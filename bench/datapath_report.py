@@ -33,7 +33,8 @@ written by that command; edit the introduction in bench/datapath_report.py.
     `os.pread`/`os.pwrite` on the trio thread, `direct_io` on every open, nothing tuned. The
     harness leaves its readahead alone (with `direct_io` the page cache, and so readahead, is
     not used for its files anyway). Its `--writeback` mode (page cache and the kernel's
-    writeback cache, as shadowfs runs) is used only by the write diagnostic at the end.
+    writeback cache, as shadowfs runs) is used only by the write diagnostic at the end, with
+    bench/write_ceiling.py, the same daemon storing its writes from threads.
   - **nullfs**: bench/nullfs.py, reads return zeros and writes are discarded, also `direct_io`
     on every open: every byte crosses /dev/fuse and nothing stands behind it, so it is the
     ceiling of the FUSE transport plus pyfuse3's per-request cost on this machine. It also
@@ -205,6 +206,21 @@ def _write_ceiling(run: Run) -> tuple[float, str] | None:
     return max(measured) if measured else None
 
 
+READ_PROBE_JOB = "seqread-cold"
+READ_PROBE_TARGETS = {
+    "native": "native",
+    "passthrough-writeback": "passthrough, page-cache mode",
+    "nullfs-pagecache": "nullfs, page-cache mode",
+}
+
+
+def _read_ceiling(run: Run) -> float | None:
+    """The page-cache passthrough's ratio to native in the read probe, if it was measured."""
+    return Figures(run, run.read_probe).ratio(
+        "passthrough-writeback", JOBS_BY_NAME[READ_PROBE_JOB], "native"
+    )
+
+
 def _goals(figures: Figures, run: Run) -> list[str]:
     lines = [
         "| target (issue 3, point 8) | shadowfs | passthrough | nullfs | shadowfs verdict |",
@@ -229,6 +245,12 @@ def _goals(figures: Figures, run: Run) -> list[str]:
                 # Evidence, not proof: shadowfs may keep the page cache, which the null fs does not.
                 verdict += (
                     f" (with every byte crossing /dev/fuse, the null fs reaches {ceiling:.2f}x)"
+                )
+            reading = _read_ceiling(run) if goal.job == READ_PROBE_JOB else None
+            if reading is not None and reading < goal.ratio:
+                verdict += (
+                    f" (ceiling {reading:.2f}x: the page-cache passthrough's ratio in the read"
+                    " diagnostic below)"
                 )
             writeback = _write_ceiling(run) if goal.job == WRITE_PROBE_JOB else None
             if writeback is not None and writeback[0] < goal.ratio:
@@ -348,6 +370,67 @@ def _probe(run: Run) -> list[str]:
     return lines
 
 
+def _probe_table(probe: Figures, job: Job, labels: dict[str, str]) -> list[str]:
+    lines = [
+        "| target | median | x native | rounds | daemon CPU s/GiB (busy) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for target, label in labels.items():
+        failures = [s for s in probe.by_key.get((target, job.name), []) if s.result is None]
+        if not probe.samples(target, job.name):
+            reason = failures[0].error if failures else "not run"
+            lines.append(f"| {label} | failed: {reason} | | | |")
+            continue
+        cpu, busy = probe.cpu_per_gib(target, job.name), probe.cpu_busy(target, job.name)
+        cpu_cell = "–" if cpu is None or busy is None else f"{cpu:.2f} ({busy:.0%})"
+        spread = ", ".join(_fmt_metric(job, value) for value in probe.spread(target, job))
+        failed = f" ({len(failures)} failed)" if failures else ""
+        lines.append(
+            f"| {label} | {_fmt_metric(job, probe.metric(target, job))} "
+            f"| {_fmt_ratio(probe.ratio(target, job, 'native'))} | {spread}{failed} | {cpu_cell} |"
+        )
+    return lines
+
+
+def _read_probe(run: Run, figures: Figures) -> list[str]:
+    job = JOBS_BY_NAME[READ_PROBE_JOB]
+    probe = Figures(run, run.read_probe)
+    facts = run.target_facts.get("shadowfs", {})
+    lines = [
+        "## Sequential cold read through a FUSE page cache (diagnostic)",
+        "",
+        f"Not a target: `{job.name}`'s fio job, {run.rounds} round(s) after the main rounds, "
+        "alternating in rotating order over native, the passthrough in page-cache mode "
+        "(`--writeback`: no `direct_io`, `keep_cache`, as shadowfs runs; one inline `os.pread` "
+        "per request from one backing file) and the null fs in page-cache mode, both with the "
+        "FUSE readahead a default shadowfs mount sets, each remounted cold before every sample; "
+        "ratios are to native in this probe.",
+        "",
+        *_probe_table(probe, job, READ_PROBE_TARGETS),
+    ]
+    ceiling = _read_ceiling(run)
+    null = probe.ratio("nullfs-pagecache", job, "native")
+    shadow = figures.ratio("shadowfs", job, "native")
+    lines.append("")
+    if ceiling is not None:
+        lines.append(
+            "The page-cache passthrough is the least a daemon reading the bytes from a backing "
+            "file can do in shadowfs's cache mode (and its one backing file reads ahead across "
+            f"what shadowfs keeps as separate copy files): {ceiling:.2f}x here, against "
+            f"shadowfs's {_fmt_ratio(shadow)} in the main run. The null fs row is the transport "
+            f"and the FUSE page cache alone, nothing read behind them ({_fmt_ratio(null)}). "
+            f"Native's median was {_fmt_metric(job, figures.metric('native', job))} in the main "
+            f"run and {_fmt_metric(job, probe.metric('native', job))} here."
+            + (
+                f" shadowfs's readahead: {facts['read_ahead_kb']} KiB."
+                if facts.get("read_ahead_kb")
+                else ""
+            )
+        )
+        lines.append("")
+    return lines
+
+
 def _write_probe(run: Run, figures: Figures) -> list[str]:
     job = JOBS_BY_NAME[WRITE_PROBE_JOB]
     probe = Figures(run, run.write_probe)
@@ -363,23 +446,8 @@ def _write_probe(run: Run, figures: Figures) -> list[str]:
         "same cache modes, writes discarded), each fresh in its own directory; ratios are to "
         "native in this probe.",
         "",
-        "| target | median | x native | rounds | daemon CPU s/GiB (busy) |",
-        "| --- | --- | --- | --- | --- |",
+        *_probe_table(probe, job, WRITE_PROBE_TARGETS),
     ]
-    for target, label in WRITE_PROBE_TARGETS.items():
-        failures = [s for s in probe.by_key.get((target, job.name), []) if s.result is None]
-        if not probe.samples(target, job.name):
-            reason = failures[0].error if failures else "not run"
-            lines.append(f"| {label} | failed: {reason} | | | |")
-            continue
-        cpu, busy = probe.cpu_per_gib(target, job.name), probe.cpu_busy(target, job.name)
-        cpu_cell = "–" if cpu is None or busy is None else f"{cpu:.2f} ({busy:.0%})"
-        spread = ", ".join(_fmt_metric(job, value) for value in probe.spread(target, job))
-        failed = f" ({len(failures)} failed)" if failures else ""
-        lines.append(
-            f"| {label} | {_fmt_metric(job, probe.metric(target, job))} "
-            f"| {_fmt_ratio(probe.ratio(target, job, 'native'))} | {spread}{failed} | {cpu_cell} |"
-        )
     best = _write_ceiling(run)
     null = probe.ratio("nullfs-writeback", job, "native")
     shadow = figures.ratio("shadowfs", job, "native")
@@ -449,6 +517,8 @@ def render(run: Run, passthrough_source: str) -> str:
         lines += _requests(run)
     if run.readahead_probe:
         lines += _probe(run)
+    if run.read_probe:
+        lines += _read_probe(run, figures)
     if run.write_probe:
         lines += _write_probe(run, figures)
     lines += [

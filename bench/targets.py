@@ -224,6 +224,13 @@ class FuseTarget(Target):
         finally:
             force_unmount(self.mountpoint)
 
+    def set_read_ahead_kb(self, kb: int) -> None:
+        """Set this mount's FUSE readahead (its bdi's read_ahead_kb)."""
+        entry = mount_of(self.mountpoint)
+        if entry is None:
+            raise TargetUnavailable(f"{self.name} is not mounted")
+        Path(f"/sys/class/bdi/{entry.device}/read_ahead_kb").write_text(f"{kb}\n")
+
     def make_cold(self) -> bool:
         # Unmounting drops the FUSE inodes' page cache and whatever the daemon holds.
         self._unmount()
@@ -283,16 +290,29 @@ class PassthroughTarget(ChildDaemonTarget):
 
     name = "passthrough"
 
-    def __init__(self, source: Path, mountpoint: Path, log: Path, writeback: bool = False) -> None:
+    def __init__(
+        self,
+        source: Path,
+        mountpoint: Path,
+        log: Path,
+        writeback: bool = False,
+        read_ahead_kb: int = 0,
+    ) -> None:
         super().__init__(mountpoint, log)
         self.source = source
         self.writeback = writeback
+        self.read_ahead_kb = read_ahead_kb  # set after every mount; 0 leaves the kernel's
         if writeback:
             self.name = "passthrough-writeback"
 
     def start(self) -> None:
         self.source.mkdir(parents=True, exist_ok=True)
         super().start()
+
+    def _mount(self) -> None:
+        super()._mount()
+        if self.read_ahead_kb:
+            self.set_read_ahead_kb(self.read_ahead_kb)
 
     def _command(self) -> list[str]:
         command = [
@@ -333,8 +353,9 @@ class WriteCeilingTarget(PassthroughTarget):
 class NullTarget(ChildDaemonTarget):
     """bench.nullfs, recording the size of every request it is sent.
 
-    `page_cache` (buffered opens) and `writeback` (buffered opens and the kernel's writeback
-    cache, named "nullfs-writeback") are for diagnostics, not targets.
+    `page_cache` (buffered opens, named "nullfs-pagecache") and `writeback` (buffered opens
+    and the kernel's writeback cache, named "nullfs-writeback") are for diagnostics, not
+    targets.
     """
 
     name = "nullfs"
@@ -346,23 +367,22 @@ class NullTarget(ChildDaemonTarget):
         stats: Path,
         page_cache: bool = False,
         writeback: bool = False,
+        read_ahead_kb: int = 0,
     ) -> None:
         super().__init__(mountpoint, log)
         self.stats = stats
         self.page_cache = page_cache
         self.writeback = writeback
+        self.read_ahead_kb = read_ahead_kb  # set after every mount; 0 leaves the kernel's
         if writeback:
             self.name = "nullfs-writeback"
-
-    def set_read_ahead_kb(self, kb: int) -> None:
-        """Set this mount's FUSE readahead (its bdi's read_ahead_kb)."""
-        entry = mount_of(self.mountpoint)
-        if entry is None:
-            raise TargetUnavailable("nullfs is not mounted")
-        Path(f"/sys/class/bdi/{entry.device}/read_ahead_kb").write_text(f"{kb}\n")
+        elif page_cache:
+            self.name = "nullfs-pagecache"
 
     def _mount(self) -> None:
         super()._mount()
+        if self.read_ahead_kb:
+            self.set_read_ahead_kb(self.read_ahead_kb)
         # A fresh null fs knows no names: recreate the data file so that fio finds it
         # (otherwise fio would lay it out again, writing through the mount before reading).
         with open(self.mountpoint / DATA_FILE, "ab"):

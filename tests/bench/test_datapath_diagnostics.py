@@ -94,10 +94,12 @@ def test_damon_keep_not_root_and_missing_tree_touch_nothing(admin: Path, tmp_pat
     assert control.note == "none running" and _states(admin) == ["off", "off", "on", "off"]
 
 
-def _sample(target: str, round_: int, mib_s: float, cpu: float | None = None) -> Sample:
+def _sample(
+    target: str, round_: int, mib_s: float, cpu: float | None = None, job: str = "seqwrite-fsync"
+) -> Sample:
     size = 256 * MiB
     result = FioResult(mib_s * MiB, mib_s, 1000.0, size, int(size / (mib_s * MiB) * 1000))
-    return Sample(target, "seqwrite-fsync", round_, result, daemon_cpu_s=cpu)
+    return Sample(target, job, round_, result, daemon_cpu_s=cpu)
 
 
 def _write_run() -> Run:
@@ -117,6 +119,36 @@ def _write_run() -> Run:
         ]
     run.write_probe.append(Sample("nullfs-writeback", "seqwrite-fsync", 2, error="fio died"))
     return run
+
+
+def _read_run() -> Run:
+    run = Run("python -m bench.datapath", 256 * MiB, 5, 2, ["seqread-cold"], ["native"])
+    run.targets = ["native", "shadowfs"]
+    for round_, (native, shadow) in enumerate([(1000.0, 500.0), (1400.0, 600.0)]):
+        run.samples += [
+            _sample("native", round_, native, job="seqread-cold"),
+            _sample("shadowfs", round_, shadow, 0.5, job="seqread-cold"),
+        ]
+    for round_, (native, passthrough, null) in enumerate([(800, 400, 1600), (1200, 500, 2000)]):
+        run.read_probe += [
+            _sample("native", round_, native, job="seqread-cold"),
+            _sample("passthrough-writeback", round_, passthrough, 0.25, job="seqread-cold"),
+            _sample("nullfs-pagecache", round_, null, 0.125, job="seqread-cold"),
+        ]
+    return run
+
+
+def test_report_renders_the_read_ceiling_and_the_verdict_names_it() -> None:
+    report = render(_read_run(), "src")
+    section = report.split("## Sequential cold read through a FUSE page cache")[1]
+    assert "| native | 1,000 MiB/s | 1.00x | 800 MiB/s, 1,200 MiB/s | – |" in section
+    assert "| passthrough, page-cache mode | 450 MiB/s | 0.45x |" in section
+    assert "| nullfs, page-cache mode | 1,800 MiB/s | 1.80x |" in section
+    assert "0.45x here, against shadowfs's 0.46x in the main run" in section
+    assert (
+        "| sequential 1 MiB read, cold >= 0.9x native | 0.46x | – | – | **missed** (ceiling "
+        "0.45x: the page-cache passthrough's ratio in the read diagnostic below) |"
+    ) in report
 
 
 def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:
@@ -154,17 +186,18 @@ def test_a_ceiling_above_the_goal_adds_nothing_to_the_verdict() -> None:
     assert "the best of them (passthrough `--writeback`, writes in 4 threads, O_DIRECT)" in report
 
 
-def test_saved_run_round_trips_with_its_write_probe(tmp_path: Path) -> None:
+def test_saved_run_round_trips_with_its_probes(tmp_path: Path) -> None:
     run = _write_run()
+    run.read_probe = _read_run().read_probe
     raw = tmp_path / "run.json"
     raw.write_text(json.dumps(asdict(run)))
     loaded = load(raw)
     assert loaded == run
     assert render(loaded, "src") == render(run, "src")
     record = json.loads(raw.read_text())
-    del record["write_probe"]  # runs saved before the probe existed still load
+    del record["write_probe"], record["read_probe"]  # runs saved before the probes still load
     raw.write_text(json.dumps(record))
-    assert load(raw).write_probe == []
+    assert load(raw).write_probe == [] and load(raw).read_probe == []
 
 
 def _fields(**updates: bool) -> SimpleNamespace:
