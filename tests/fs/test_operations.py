@@ -401,16 +401,51 @@ async def test_sequential_reads_prefetch_the_next_copies(
         await trio.testing.wait_all_tasks_blocked()
         if i == 1:
             assert asked == [list(range(2, 18))]  # a whole window at once
-    # Asked again only when less than half a window was left, in one batch, each copy once.
-    assert asked == [list(range(2, 18)), list(range(18, 27))]
+    # Asked again only when less than half a window was left, in one batch, each copy once;
+    # the reader kept up, so the window doubled (16 MiB, then 32 MiB of 1 MiB extents).
+    assert asked == [list(range(2, 18)), list(range(18, 30))]  # the file ends at 30
     asked.clear()
     await h.ops.read(fh, 7 * MiB + 4096, 4096)  # a random read prefetches nothing
     await trio.testing.wait_all_tasks_blocked()
     assert asked == []
-    for i in range(2):  # a second pass from the start prefetches again
+    for i in range(2):  # a second pass from the start prefetches again, from a small window
         await h.ops.read(fh, i * MiB, MiB)
     await trio.testing.wait_all_tasks_blocked()
     assert asked == [list(range(2, 18))]
+    await h.ops.release(fh)
+
+
+async def test_the_read_ahead_window_grows_with_a_stream_and_starts_small_after_a_jump(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio
+
+    fh, ino = await h.create(b"long")
+    await h.ops.write(fh, 0, b"s" * (40 * MiB))
+    data = h.fs.data
+    data.read_ahead_min, data.read_ahead_max = 2, 8
+    asked: list[tuple[int, int]] = []
+
+    async def record(keys):  # type: ignore[no-untyped-def]
+        keys = list(keys)
+        asked.append((keys[0].index, keys[-1].index))
+
+    monkeypatch.setattr(h.fs.devices["hdd0"], "prefetch", record)
+    inode = h.fs.namespace.get(ino)
+    windows = []
+    for i in range(30):
+        await h.ops.read(fh, i * MiB, MiB)
+        windows.append(inode.read_ahead_window)
+    await trio.testing.wait_all_tasks_blocked()
+    assert windows[1] == 2 and max(windows) == 8 and windows == sorted(windows)
+    asked.sort()  # the system tasks ran in no particular order
+    assert asked[0][0] == 2 and asked[-1][1] > 29  # from the second extent past the last read
+    assert all(a[0] == b[1] + 1 for a, b in zip(asked[1:], asked, strict=False)), asked
+    asked.clear()
+    await h.ops.read(fh, 35 * MiB, MiB)  # a jump, then a sequential read from there
+    await h.ops.read(fh, 36 * MiB, MiB)
+    await trio.testing.wait_all_tasks_blocked()
+    assert inode.read_ahead_window == 2 and asked == [(37, 38)]
     await h.ops.release(fh)
 
 
