@@ -392,26 +392,39 @@ def _probe_table(probe: Figures, job: Job, labels: dict[str, str]) -> list[str]:
     return lines
 
 
+def _probe_head(
+    title: str, run: Run, job: Job, probe: Figures, labels: dict[str, str], over: str
+) -> list[str]:
+    """A diagnostic section's title, what it ran `over`, and its table."""
+    return [
+        f"## {title} (diagnostic)",
+        "",
+        f"Not a target: `{job.name}`'s fio job, {run.rounds} round(s) after the main rounds, "
+        f"alternating in rotating order over {over}; ratios are to native in this probe.",
+        "",
+        *_probe_table(probe, job, labels),
+        "",
+    ]
+
+
 def _read_probe(run: Run, figures: Figures) -> list[str]:
     job = JOBS_BY_NAME[READ_PROBE_JOB]
     probe = Figures(run, run.read_probe)
     facts = run.target_facts.get("shadowfs", {})
-    lines = [
-        "## Sequential cold read through a FUSE page cache (diagnostic)",
-        "",
-        f"Not a target: `{job.name}`'s fio job, {run.rounds} round(s) after the main rounds, "
-        "alternating in rotating order over native, the passthrough in page-cache mode "
-        "(`--writeback`: no `direct_io`, `keep_cache`, as shadowfs runs; one inline `os.pread` "
-        "per request from one backing file) and the null fs in page-cache mode, both with the "
-        "FUSE readahead a default shadowfs mount sets, each remounted cold before every sample; "
-        "ratios are to native in this probe.",
-        "",
-        *_probe_table(probe, job, READ_PROBE_TARGETS),
-    ]
+    lines = _probe_head(
+        "Sequential cold read through a FUSE page cache",
+        run,
+        job,
+        probe,
+        READ_PROBE_TARGETS,
+        "native, the passthrough in page-cache mode (`--writeback`: no `direct_io`, "
+        "`keep_cache`, as shadowfs runs; one inline `os.pread` per request from one backing "
+        "file) and the null fs in page-cache mode, both with the FUSE readahead a default "
+        "shadowfs mount sets, each remounted cold before every sample",
+    )
     ceiling = _read_ceiling(run)
     null = probe.ratio("nullfs-pagecache", job, "native")
     shadow = figures.ratio("shadowfs", job, "native")
-    lines.append("")
     if ceiling is not None:
         lines.append(
             "The page-cache passthrough is the least a daemon reading the bytes from a backing "
@@ -434,24 +447,22 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
 def _write_probe(run: Run, figures: Figures) -> list[str]:
     job = JOBS_BY_NAME[WRITE_PROBE_JOB]
     probe = Figures(run, run.write_probe)
-    lines = [
-        "## Sequential write ending in fsync through the writeback cache (diagnostic)",
-        "",
-        f"Not a target: `{job.name}`'s fio job, {run.rounds} round(s) after the main rounds, "
-        "alternating in rotating order over native, the passthrough with `--writeback` (no "
-        "`direct_io`, `keep_cache`, the kernel's writeback cache on, as shadowfs runs; still "
-        "inline `os.pwrite` into one backing file), the same with its writes in 4 threads "
-        "(`bench/write_ceiling.py`), the same again writing with O_DIRECT from an aligned "
-        "buffer (the backing page cache left alone), and the null fs with `--writeback` (the "
-        "same cache modes, writes discarded), each fresh in its own directory; ratios are to "
-        "native in this probe.",
-        "",
-        *_probe_table(probe, job, WRITE_PROBE_TARGETS),
-    ]
+    lines = _probe_head(
+        "Sequential write ending in fsync through the writeback cache",
+        run,
+        job,
+        probe,
+        WRITE_PROBE_TARGETS,
+        "native, the passthrough with `--writeback` (no `direct_io`, `keep_cache`, the kernel's "
+        "writeback cache on, as shadowfs runs; still inline `os.pwrite` into one backing file), "
+        "the same with its writes in 4 threads (`bench/write_ceiling.py`), the same again "
+        "writing with O_DIRECT from an aligned buffer (the backing page cache left alone), and "
+        "the null fs with `--writeback` (the same cache modes, writes discarded), each fresh in "
+        "its own directory",
+    )
     best = _write_ceiling(run)
     null = probe.ratio("nullfs-writeback", job, "native")
     shadow = figures.ratio("shadowfs", job, "native")
-    lines.append("")
     if best is not None:
         ceiling, label = best
         above = (

@@ -247,11 +247,13 @@ class FuseTarget(Target):
 
 
 class ChildDaemonTarget(FuseTarget):
-    """A bench FUSE daemon run in the foreground as our child process."""
+    """A bench FUSE daemon run in the foreground as our child process; with `read_ahead_kb`
+    its FUSE readahead is set after every mount (0 leaves the kernel's)."""
 
-    def __init__(self, mountpoint: Path, log: Path) -> None:
+    def __init__(self, mountpoint: Path, log: Path, read_ahead_kb: int = 0) -> None:
         super().__init__(mountpoint)
         self.log = log
+        self.read_ahead_kb = read_ahead_kb
         self.proc: subprocess.Popen[bytes] | None = None
 
     @abstractmethod
@@ -263,6 +265,8 @@ class ChildDaemonTarget(FuseTarget):
                 self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
         _wait_for_mount(self.mountpoint, self.proc, self.name)
+        if self.read_ahead_kb:
+            self.set_read_ahead_kb(self.read_ahead_kb)
 
     def _unmount(self) -> None:
         proc, self.proc = self.proc, None
@@ -298,10 +302,9 @@ class PassthroughTarget(ChildDaemonTarget):
         writeback: bool = False,
         read_ahead_kb: int = 0,
     ) -> None:
-        super().__init__(mountpoint, log)
+        super().__init__(mountpoint, log, read_ahead_kb)
         self.source = source
         self.writeback = writeback
-        self.read_ahead_kb = read_ahead_kb  # set after every mount; 0 leaves the kernel's
         if writeback:
             self.name = "passthrough-writeback"
 
@@ -309,20 +312,14 @@ class PassthroughTarget(ChildDaemonTarget):
         self.source.mkdir(parents=True, exist_ok=True)
         super().start()
 
-    def _mount(self) -> None:
-        super()._mount()
-        if self.read_ahead_kb:
-            self.set_read_ahead_kb(self.read_ahead_kb)
+    module = "bench.passthrough"
+
+    def _options(self) -> list[str]:
+        return ["--writeback"] if self.writeback else []
 
     def _command(self) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "bench.passthrough",
-            str(self.source),
-            str(self.mountpoint),
-        ]
-        return command + (["--writeback"] if self.writeback else [])
+        source, mountpoint = str(self.source), str(self.mountpoint)
+        return [sys.executable, "-m", self.module, source, mountpoint, *self._options()]
 
 
 class WriteCeilingTarget(PassthroughTarget):
@@ -337,17 +334,10 @@ class WriteCeilingTarget(PassthroughTarget):
         self.direct = direct
         self.name = f"writeback-{threads}threads" + ("-direct" if direct else "")
 
-    def _command(self) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "bench.write_ceiling",
-            str(self.source),
-            str(self.mountpoint),
-            "--threads",
-            str(self.threads),
-        ]
-        return command + (["--direct"] if self.direct else [])
+    module = "bench.write_ceiling"
+
+    def _options(self) -> list[str]:  # always the writeback cache: no `--writeback` flag
+        return ["--threads", str(self.threads), *(["--direct"] if self.direct else [])]
 
 
 class NullTarget(ChildDaemonTarget):
@@ -369,11 +359,10 @@ class NullTarget(ChildDaemonTarget):
         writeback: bool = False,
         read_ahead_kb: int = 0,
     ) -> None:
-        super().__init__(mountpoint, log)
+        super().__init__(mountpoint, log, read_ahead_kb)
         self.stats = stats
         self.page_cache = page_cache
         self.writeback = writeback
-        self.read_ahead_kb = read_ahead_kb  # set after every mount; 0 leaves the kernel's
         if writeback:
             self.name = "nullfs-writeback"
         elif page_cache:
@@ -381,8 +370,6 @@ class NullTarget(ChildDaemonTarget):
 
     def _mount(self) -> None:
         super()._mount()
-        if self.read_ahead_kb:
-            self.set_read_ahead_kb(self.read_ahead_kb)
         # A fresh null fs knows no names: recreate the data file so that fio finds it
         # (otherwise fio would lay it out again, writing through the mount before reading).
         with open(self.mountpoint / DATA_FILE, "ab"):
