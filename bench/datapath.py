@@ -3,6 +3,7 @@
     python -m bench.datapath [--quick] [--rounds N] [--size 1G] [--runtime S] [--out FILE]
                              [--targets native,shadowfs,passthrough,nullfs] [--jobs a,b]
                              [--workdir /var/tmp] [--no-probe] [--keep-damon]
+                             [--keep-page-reporting]
     python -m bench.datapath --render bench/results/datapath-<time>.json   # report only
 
 `--quick` (64 MiB, one round, 1 s jobs) is a smoke run; it writes
@@ -14,12 +15,16 @@ page cache that others use too) at nearly the same moment; the report takes medi
 rounds and states every figure as a ratio to native from the same run. All directories
 and mountpoints live in a fresh /var/tmp/shadowfs-bench-XXXX (a real disk, not tmpfs)
 that is unmounted and removed at the end, whatever happens. DAMON page-out schemes are
-paused for the run and restored after it (bench/damon.py says why; --keep-damon leaves them).
+paused for the run and restored after it (bench/damon.py says why; --keep-damon leaves them),
+and so is the VM's free page reporting, after the memory the run will use is made resident
+(bench/page_reporting.py says why; --keep-page-reporting leaves it).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
 import json
 import os
 import shlex
@@ -32,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import damon, fio_jobs
+from bench import damon, fio_jobs, folios, page_reporting
 from bench.datapath_report import render
 from bench.fio_jobs import DATA_FILE, CacheState, FioError, FioResult, Job, MiB
 from bench.targets import (
@@ -202,6 +207,19 @@ def run_one(target: Target, job: Job, round_: int, settings: Run) -> Sample:
     return sample
 
 
+def page_cache_folios(target: Target, size: int) -> str:
+    """How large the folios are that hold the target's data file once read (bench/folios.py)."""
+    path = target.directory / DATA_FILE
+    try:
+        warm(path, size)
+        found = folios.measure(path)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:  # the kernel refuses to map a direct_io file
+            return "none (direct_io)"
+        return f"not measured: {exc}"
+    return found.describe() if found else "not measured (needs root)"
+
+
 PROBE_READ_AHEAD_KB = (0, 1024, 4096)  # 0: the mount's default, left as the kernel set it
 
 
@@ -281,23 +299,26 @@ def probe_write_ceiling(base: Path, settings: Run) -> list[Sample]:
             writeback=True,
         ),
     ]
-    return _alternate(targets, fio_jobs.JOBS_BY_NAME[WRITE_PROBE_JOB], settings, "write probe")
+    return _alternate(targets, [fio_jobs.JOBS_BY_NAME[WRITE_PROBE_JOB]], settings, "write probe")
 
 
 READ_PROBE_JOB = "seqread-cold"
+HOT_READ_JOB = "seqread-hot"
 SHADOWFS_READ_AHEAD_KB = CacheConfig().readahead_kib  # what a default shadowfs mount sets
 
 
 def probe_read_ceiling(base: Path, settings: Run, read_ahead_kb: int) -> list[Sample]:
-    """What a cold sequential read reaches through the page cache of a FUSE mount.
+    """What a sequential read, cold and hot, reaches through the page cache of a FUSE mount.
 
-    A diagnostic, not a benchmark target: `seqread-cold` for `settings.rounds` rounds,
-    alternating in rotating order over native, the passthrough in page-cache mode
+    A diagnostic, not a benchmark target: `seqread-cold` (and `seqread-hot`, if the run has it)
+    for `settings.rounds` rounds, alternating in rotating order over native, the passthrough in
+    page-cache mode
     (`--writeback`: no `direct_io`, `keep_cache`, one inline pread per request from one backing
     file, whose own readahead is not cut at every extent as shadowfs's copies are) and the null
     fs in page-cache mode, both with the FUSE readahead shadowfs sets (`read_ahead_kb`), each
     remounted cold before every sample. The passthrough is the least a daemon reading the bytes
-    from a backing file can do in shadowfs's cache mode; the null fs, the transport alone.
+    from a backing file can do in shadowfs's cache mode; the null fs, the transport alone. A hot
+    read reaches no daemon at all, so the null fs's hot figure is every FUSE mount's ceiling.
     """
     logs = base / "logs"
     source = base / "rprobe-passthrough-src"
@@ -318,15 +339,20 @@ def probe_read_ceiling(base: Path, settings: Run, read_ahead_kb: int) -> list[Sa
             read_ahead_kb=read_ahead_kb,
         ),
     ]
+    jobs = [name for name in (READ_PROBE_JOB, HOT_READ_JOB) if name in settings.jobs]
     return _alternate(
-        targets, fio_jobs.JOBS_BY_NAME[READ_PROBE_JOB], settings, "read probe", prepare_data=True
+        targets,
+        [fio_jobs.JOBS_BY_NAME[name] for name in jobs],
+        settings,
+        "read probe",
+        prepare_data=True,
     )
 
 
 def _alternate(
-    targets: list[Target], job: Job, settings: Run, label: str, prepare_data: bool = False
+    targets: list[Target], jobs: list[Job], settings: Run, label: str, prepare_data: bool = False
 ) -> list[Sample]:
-    """`job` for `settings.rounds` rounds over fresh `targets`, in rotating order."""
+    """Each of `jobs` for `settings.rounds` rounds over fresh `targets`, in rotating order."""
     samples: list[Sample] = []
     try:
         live: list[Target] = []
@@ -337,9 +363,11 @@ def _alternate(
                     prepare(target, settings.size)
                 live.append(target)
             except (TargetUnavailable, OSError, FioError) as exc:
-                samples.append(Sample(target.name, job.name, 0, error=f"did not start: {exc}"))
+                samples += [
+                    Sample(target.name, job.name, 0, error=f"did not start: {exc}") for job in jobs
+                ]
                 target.stop()
-        for round_ in range(settings.rounds):
+        for round_, job in itertools.product(range(settings.rounds), jobs):
             shift = round_ % max(1, len(live))
             for target in live[shift:] + live[:shift]:
                 try:
@@ -348,7 +376,7 @@ def _alternate(
                     sample = Sample(target.name, job.name, round_, error=str(exc))
                 samples.append(sample)
                 print(
-                    f"[{label} {round_ + 1}/{settings.rounds}] {target.name:24}"
+                    f"[{label} {round_ + 1}/{settings.rounds}] {job.name:13} {target.name:24}"
                     f" {_describe(sample, job)}",
                     file=sys.stderr,
                     flush=True,
@@ -433,15 +461,30 @@ def cleanup(base: Path, targets: list[Target]) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(settings: Run, workdir: Path, probe: bool = True, keep_damon: bool = False) -> Run:
+def run(
+    settings: Run,
+    workdir: Path,
+    probe: bool = True,
+    keep_damon: bool = False,
+    keep_reporting: bool = False,
+) -> Run:
     base = Path(tempfile.mkdtemp(prefix="shadowfs-bench-", dir=workdir))
     settings.workdir = str(base)
     settings.machine = machine_facts(base)
-    # Restored on the way out, by the with statement, whatever ends the run (SIGTERM included).
-    with damon.paused_pageout(keep=keep_damon) as pause:
+    # The data files of four targets and the page caches above and below a FUSE mount.
+    resident = min(
+        page_reporting.free_bytes() - page_reporting.KEEP_FREE, 8 * settings.size + (2 << 30)
+    )
+    # Restored on the way out, by the with statements, whatever ends the run (SIGTERM included).
+    with (
+        damon.paused_pageout(keep=keep_damon) as pause,
+        page_reporting.held_reporting(keep=keep_reporting, resident=max(0, resident)) as hold,
+    ):
         settings.machine["DAMON pageout"] = pause.note
+        settings.machine["free page reporting"] = hold.note
         _run(settings, base, probe)
     settings.machine["DAMON pageout"] = pause.note  # a failed restore says so
+    settings.machine["free page reporting"] = hold.note
     return settings
 
 
@@ -492,6 +535,8 @@ def _run(settings: Run, base: Path, probe: bool) -> None:
                 for key, value in target.describe().items():
                     if key != "device" and facts.get(key, value) != value:  # remounts renumber
                         facts[key] = f"{facts[key]} at start, {value} at end"
+                if HOT_READ_JOB in settings.jobs:
+                    facts["folios"] = page_cache_folios(target, settings.size)
         if probe and "nullfs" in settings.targets:
             settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
         if probe and WRITE_PROBE_JOB in settings.jobs:
@@ -571,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave running DAMON pageout schemes alone (default: pause them for the run)",
     )
+    parser.add_argument(
+        "--keep-page-reporting",
+        action="store_true",
+        help="leave the VM's free page reporting on (default: hold it for the run)",
+    )
     args = parser.parse_args(argv)
     if "native" not in args.targets:
         parser.error("--targets must include native: every figure is a ratio to it")
@@ -599,7 +649,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.workdir.is_dir():
         parser.error(f"--workdir {args.workdir}: not a directory")
     signal.signal(signal.SIGTERM, _terminate)
-    run(settings, args.workdir, probe=not args.no_probe, keep_damon=args.keep_damon)
+    run(
+        settings,
+        args.workdir,
+        probe=not args.no_probe,
+        keep_damon=args.keep_damon,
+        keep_reporting=args.keep_page_reporting,
+    )
     # The raw samples go beside an explicitly named report, else into bench/results/.
     raw = (
         args.out.with_suffix(".json")

@@ -1,5 +1,5 @@
 """The data-path harness's environment control and diagnostics, without fio or a mount:
-DAMON pageout pausing against a fake sysfs tree, the write-ceiling section of the report and
+DAMON pageout pausing and free page reporting holding against fake sysfs trees, the write-ceiling section of the report and
 its JSON round trip, the writeback passthrough surviving the kernel's calls on an unlinked
 inode, and the threaded write-ceiling daemons storing the right bytes (their Operations driven
 directly).
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 
-from bench import damon
+from bench import damon, page_reporting
 from bench.datapath import Run, Sample, load
 from bench.datapath_report import render
 from bench.fio_jobs import FioResult, MiB
@@ -92,6 +92,52 @@ def test_damon_keep_not_root_and_missing_tree_touch_nothing(admin: Path, tmp_pat
     with damon.paused_pageout(admin, root=True) as control:
         pass
     assert control.note == "none running" and _states(admin) == ["off", "off", "on", "off"]
+
+
+def _reporting(tmp_path: Path, order: str) -> Path:
+    parameters = tmp_path / "page_reporting" / "parameters"
+    parameters.mkdir(parents=True)
+    (parameters / "page_reporting_order").write_text(f"{order}\n")
+    return parameters
+
+
+def _order(parameters: Path) -> str:
+    return (parameters / "page_reporting_order").read_text().strip()
+
+
+def test_page_reporting_held_for_the_run_and_restored_even_on_system_exit(tmp_path: Path) -> None:
+    parameters = _reporting(tmp_path, "9")
+    with page_reporting.held_reporting(parameters, root=True, resident=0) as control:
+        assert _order(parameters) == str(page_reporting.HELD_ORDER)
+    assert _order(parameters) == "9"
+    assert control.note.startswith("page_reporting_order 9 held at 11 during the run")
+    with pytest.raises(SystemExit):
+        with page_reporting.held_reporting(parameters, root=True, resident=0):
+            assert _order(parameters) == "11"
+            raise SystemExit(143)
+    assert _order(parameters) == "9"
+
+
+def test_page_reporting_keep_not_root_already_off_and_missing_touch_nothing(
+    tmp_path: Path,
+) -> None:
+    parameters = _reporting(tmp_path, "9")
+    for keep, root, why in ((True, True, "--keep-page-reporting"), (False, False, "not root")):
+        with page_reporting.held_reporting(parameters, keep=keep, root=root) as control:
+            assert _order(parameters) == "9"
+        assert control.note == f"page_reporting_order 9 left on ({why})"
+    (parameters / "page_reporting_order").write_text("11\n")
+    with page_reporting.held_reporting(parameters, root=True) as control:
+        pass
+    assert control.note == "page_reporting_order 11: reports nothing already"
+    with page_reporting.held_reporting(tmp_path / "none", root=True) as control:
+        pass
+    assert control.note.startswith("no free page reporting")
+
+
+def test_make_resident_writes_the_memory_and_frees_it() -> None:
+    assert page_reporting.make_resident(page_reporting.CHUNK) > 0
+    assert page_reporting.make_resident(0) < 0.1
 
 
 def _sample(

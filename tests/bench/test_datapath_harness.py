@@ -143,7 +143,8 @@ def test_report_marks_goals_met_and_missed() -> None:
 def test_runner_quick_subset_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report.md"
     args = ["--quick", "--size", "8M", "--runtime", "0.5", "--out", str(out)]
-    args += ["--workdir", str(tmp_path), "--keep-damon"]  # a test leaves the machine's DAMON be
+    # A test leaves the machine's DAMON and free page reporting be.
+    args += ["--workdir", str(tmp_path), "--keep-damon", "--keep-page-reporting"]
     args += ["--targets", "native,passthrough,nullfs", "--jobs", "seqread-cold,seqwrite-fsync"]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.datapath", *args],
@@ -161,6 +162,7 @@ def test_runner_quick_subset_writes_a_report(tmp_path: Path) -> None:
     assert "## Sequential write ending in fsync through the writeback cache" in report
     assert "| passthrough `--writeback` | failed" not in report
     assert "| DAMON pageout |" in report
+    assert "| free page reporting |" in report
     assert not list(tmp_path.glob("shadowfs-bench-*"))  # unmounted and removed
 
 
