@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import damon, fio_jobs, folios, page_reporting
+from bench import copy_layout, damon, fio_jobs, folios, page_reporting
 from bench.datapath_report import render
 from bench.fio_jobs import DATA_FILE, CacheState, FioError, FioResult, Job, MiB
 from bench.targets import (
@@ -49,12 +49,13 @@ from bench.targets import (
     Target,
     TargetUnavailable,
     WriteCeilingTarget,
+    drop_caches,
     filesystem_of,
     force_unmount,
     mount_entries,
     process_cpu_seconds,
 )
-from shadowfs.config import CacheConfig
+from shadowfs.config import DEFAULT_EXTENT_SIZE, CacheConfig
 
 TARGET_NAMES = ("native", "shadowfs", "passthrough", "nullfs")
 RESULTS_DIR = REPO / "bench" / "results"  # raw JSON of every run; ignored by git
@@ -94,6 +95,7 @@ class Run:
     readahead_probe: list[ProbeResult] = field(default_factory=list)
     write_probe: list[Sample] = field(default_factory=list)  # see probe_write_ceiling
     read_probe: list[Sample] = field(default_factory=list)  # see probe_read_ceiling
+    layout_probe: list[Sample] = field(default_factory=list)  # see probe_copy_layout
 
 
 @dataclass
@@ -349,6 +351,39 @@ def probe_read_ceiling(base: Path, settings: Run, read_ahead_kb: int) -> list[Sa
     )
 
 
+COPIES = "shadowfs-copies"
+
+
+def probe_copy_layout(native: Target, shadowfs: ShadowfsTarget, settings: Run) -> list[Sample]:
+    """The data file read straight off the disk, cold, with no FUSE: native's file, and
+    shadowfs's copy files from its device directory (bench/copy_layout.py), alternating for
+    `settings.rounds` rounds. The copies' figure bounds any daemon that reads them."""
+    job = READ_PROBE_JOB
+    ino = (shadowfs.directory / DATA_FILE).stat().st_ino
+    paths = copy_layout.copy_paths(shadowfs.device, ino, settings.size, DEFAULT_EXTENT_SIZE)
+    missing = [path for path in paths if not path.exists()]
+    if missing:
+        return [Sample(COPIES, job, 0, error=f"{len(missing)} copy files missing: {missing[0]}")]
+    readers: list[tuple[str, Callable[[], float]]] = [
+        ("native", lambda: copy_layout.read_file(native.directory / DATA_FILE)),
+        (COPIES, lambda: copy_layout.read_files(paths)),
+    ]
+    samples = []
+    for round_ in range(settings.rounds):
+        for name, read in readers[round_ % 2 :] + readers[: round_ % 2]:
+            sample = Sample(name, job, round_, cold=drop_caches())
+            rate = read()
+            runtime_ms = int(settings.size / rate * 1000)
+            sample.result = FioResult(rate, 0.0, 0.0, settings.size, runtime_ms)
+            samples.append(sample)
+            print(
+                f"[layout probe {round_ + 1}/{settings.rounds}] {name:16} {_bw(rate)}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return samples
+
+
 def _alternate(
     targets: list[Target], jobs: list[Job], settings: Run, label: str, prepare_data: bool = False
 ) -> list[Sample]:
@@ -537,6 +572,11 @@ def _run(settings: Run, base: Path, probe: bool) -> None:
                         facts[key] = f"{facts[key]} at start, {value} at end"
                 if HOT_READ_JOB in settings.jobs:
                     facts["folios"] = page_cache_folios(target, settings.size)
+        by_name = {target.name: target for target in live if target.name not in settings.skipped}
+        shadowfs = by_name.get("shadowfs")
+        if probe and READ_PROBE_JOB in settings.jobs and "native" in by_name and shadowfs:
+            assert isinstance(shadowfs, ShadowfsTarget)
+            settings.layout_probe = probe_copy_layout(by_name["native"], shadowfs, settings)
         if probe and "nullfs" in settings.targets:
             settings.readahead_probe = probe_readahead(base, settings.size, settings.runtime)
         if probe and WRITE_PROBE_JOB in settings.jobs:
@@ -570,7 +610,7 @@ def load(path: Path) -> Run:
         ]
 
     main, write_probe = samples("samples"), samples("write_probe")
-    read_probe = samples("read_probe")
+    read_probe, layout_probe = samples("read_probe"), samples("layout_probe")
     probes = [ProbeResult(**probe) for probe in record.pop("readahead_probe", [])]
     return Run(
         **record,
@@ -578,6 +618,7 @@ def load(path: Path) -> Run:
         readahead_probe=probes,
         write_probe=write_probe,
         read_probe=read_probe,
+        layout_probe=layout_probe,
     )
 
 

@@ -494,6 +494,35 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
     return lines
 
 
+LAYOUT_PROBE_TARGETS = {"native": "native data file", "shadowfs-copies": "shadowfs's copy files"}
+
+
+def _layout_probe(run: Run, figures: Figures) -> list[str]:
+    job = JOBS_BY_NAME[READ_PROBE_JOB]
+    probe = Figures(run, run.layout_probe)
+    lines = [
+        "## The data file read straight off the disk (diagnostic)",
+        "",
+        f"Not a target, and no FUSE: {run.rounds} round(s) after the main rounds, each dropping "
+        "the caches first, alternating: native's data file read whole, 1 MiB at a time, and "
+        "shadowfs's data file read as its copy files, straight from its device directory, in "
+        "index order, a helper thread asking for each file 128 files ahead "
+        "(bench/copy_layout.py). The second bounds any daemon that reads those copies.",
+        "",
+        *_probe_table(probe, job, LAYOUT_PROBE_TARGETS),
+        "",
+    ]
+    copies = probe.ratio("shadowfs-copies", job, "native")
+    if copies is not None:
+        mounted = _fmt_ratio(figures.ratio("shadowfs", job, "native"))
+        lines.append(
+            f"The copy files came off the disk at {copies:.2f}x of native's file; shadowfs's "
+            f"cold read through the mount reached {mounted} in the main run."
+        )
+        lines.append("")
+    return lines
+
+
 def _write_probe(run: Run, figures: Figures) -> list[str]:
     job = JOBS_BY_NAME[WRITE_PROBE_JOB]
     probe = Figures(run, run.write_probe)
@@ -578,6 +607,8 @@ def render(run: Run, passthrough_source: str) -> str:
         lines += _requests(run)
     if run.readahead_probe:
         lines += _probe(run)
+    if run.layout_probe:
+        lines += _layout_probe(run, figures)
     if run.read_probe:
         lines += _read_probe(run, figures)
     if run.write_probe:

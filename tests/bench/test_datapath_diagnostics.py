@@ -1,6 +1,7 @@
 """The data-path harness's environment control and diagnostics, without fio or a mount:
-DAMON pageout pausing and free page reporting holding against fake sysfs trees, the write-ceiling section of the report and
-its JSON round trip, the writeback passthrough surviving the kernel's calls on an unlinked
+DAMON pageout pausing and free page reporting holding against fake sysfs trees, the ceiling
+sections of the report (write, cold and hot read, the copy layout) and their JSON round trip,
+the copy-layout reader, the writeback passthrough surviving the kernel's calls on an unlinked
 inode, and the threaded write-ceiling daemons storing the right bytes (their Operations driven
 directly).
 """
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 
-from bench import damon, page_reporting
+from bench import copy_layout, damon, page_reporting
 from bench.datapath import Run, Sample, load
 from bench.datapath_report import render
 from bench.fio_jobs import FioResult, MiB
@@ -195,6 +196,67 @@ def test_report_renders_the_read_ceiling_and_the_verdict_names_it() -> None:
         "| sequential 1 MiB read, cold >= 0.9x native | 0.46x | – | – | **missed** (ceiling "
         "0.45x: the page-cache passthrough's ratio in the read diagnostic below) |"
     ) in report
+
+
+def test_hot_read_ceiling_is_the_page_cache_null_fs_and_folio_sizes_are_shown() -> None:
+    run = _read_run()
+    run.jobs.append("seqread-hot")
+    for round_, (native, shadow, null) in enumerate([(10000.0, 8500.0, 8600.0)] * 2):
+        run.samples += [
+            _sample("native", round_, native, job="seqread-hot"),
+            _sample("shadowfs", round_, shadow, 0.0, job="seqread-hot"),
+        ]
+        run.read_probe += [
+            _sample("native", round_, native, job="seqread-hot"),
+            _sample("nullfs-pagecache", round_, null, 0.0, job="seqread-hot"),
+        ]
+    run.target_facts = {
+        "native": {"folios": "21.6 pages per folio (65,536 pages)"},
+        "shadowfs": {"folios": "1.0 pages per folio (65,536 pages)"},
+    }
+    report = render(run, "src")
+    assert (
+        "| sequential 1 MiB read, hot >= 0.9x native | 0.85x | – | – | **missed** (ceiling "
+        "0.86x: the null fs's hot read through its page cache, no daemon involved, in the read "
+        "diagnostic below) |"
+    ) in report
+    section = report.split("`seqread-hot` over the same targets")[1]
+    assert "| nullfs, page-cache mode | 8,600 MiB/s | 0.86x |" in section
+    assert "native: 21.6 pages per folio (65,536 pages); shadowfs: 1.0 pages per folio" in section
+    assert "| 1.0 pages per folio (65,536 pages) |" in report  # the targets table
+
+
+def test_layout_probe_section_and_round_trip(tmp_path: Path) -> None:
+    run = _read_run()
+    for round_, (native, copies) in enumerate([(1500.0, 1200.0), (1700.0, 1400.0)]):
+        run.layout_probe += [
+            _sample("native", round_, native, job="seqread-cold"),
+            _sample("shadowfs-copies", round_, copies, job="seqread-cold"),
+        ]
+    report = render(run, "src")
+    section = report.split("## The data file read straight off the disk (diagnostic)")[1]
+    assert "| shadowfs's copy files | 1,300 MiB/s | 0.81x | 1,200 MiB/s, 1,400 MiB/s |" in section
+    assert "came off the disk at 0.81x of native's file" in section
+    assert "reached 0.46x in the main run" in section
+    raw = tmp_path / "run.json"
+    raw.write_text(json.dumps(asdict(run)))
+    assert load(raw) == run
+
+
+def test_copy_layout_reads_every_copy_in_order(tmp_path: Path) -> None:
+    paths = copy_layout.copy_paths(tmp_path, 0x1234, 3 * MiB + 5, MiB)
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        "extents/34/1234.0",
+        "extents/34/1234.1",
+        "extents/34/1234.2",
+    ]
+    for index, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([index]) * (MiB // 2))
+    assert copy_layout.read_files(paths, window=2) > 0
+    assert copy_layout.read_file(paths[0]) > 0
+    with pytest.raises(FileNotFoundError):
+        copy_layout.read_files([*paths, tmp_path / "missing"], window=1)
 
 
 def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:
