@@ -55,7 +55,7 @@ from bench.targets import (
     mount_entries,
     process_cpu_seconds,
 )
-from shadowfs.config import DEFAULT_EXTENT_SIZE, CacheConfig
+from shadowfs.config import CacheConfig
 
 TARGET_NAMES = ("native", "shadowfs", "passthrough", "nullfs")
 RESULTS_DIR = REPO / "bench" / "results"  # raw JSON of every run; ignored by git
@@ -356,17 +356,17 @@ COPIES = "shadowfs-copies"
 
 def probe_copy_layout(native: Target, shadowfs: ShadowfsTarget, settings: Run) -> list[Sample]:
     """The data file read straight off the disk, cold, with no FUSE: native's file, and
-    shadowfs's copy files from its device directory (bench/copy_layout.py), alternating for
-    `settings.rounds` rounds. The copies' figure bounds any daemon that reads them."""
+    shadowfs's container of its copies from its device directory (bench/copy_layout.py),
+    alternating for `settings.rounds` rounds. The container's figure bounds any daemon that
+    reads it."""
     job = READ_PROBE_JOB
     ino = (shadowfs.directory / DATA_FILE).stat().st_ino
-    paths = copy_layout.copy_paths(shadowfs.device, ino, settings.size, DEFAULT_EXTENT_SIZE)
-    missing = [path for path in paths if not path.exists()]
-    if missing:
-        return [Sample(COPIES, job, 0, error=f"{len(missing)} copy files missing: {missing[0]}")]
+    container = copy_layout.container_path(shadowfs.device, ino)
+    if not container.is_file():
+        return [Sample(COPIES, job, 0, error=f"no container at {container}")]
     readers: list[tuple[str, Callable[[], float]]] = [
         ("native", lambda: copy_layout.read_file(native.directory / DATA_FILE)),
-        (COPIES, lambda: copy_layout.read_files(paths)),
+        (COPIES, lambda: copy_layout.read_file(container)),
     ]
     samples = []
     for round_ in range(settings.rounds):

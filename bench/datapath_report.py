@@ -494,7 +494,7 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
     return lines
 
 
-LAYOUT_PROBE_TARGETS = {"native": "native data file", "shadowfs-copies": "shadowfs's copy files"}
+LAYOUT_PROBE_TARGETS = {"native": "native data file", "shadowfs-copies": "shadowfs's container"}
 
 
 def _layout_probe(run: Run, figures: Figures) -> list[str]:
@@ -504,10 +504,10 @@ def _layout_probe(run: Run, figures: Figures) -> list[str]:
         "## The data file read straight off the disk (diagnostic)",
         "",
         f"Not a target, and no FUSE: {run.rounds} round(s) after the main rounds, each dropping "
-        "the caches first, alternating: native's data file read whole, 1 MiB at a time, and "
-        "shadowfs's data file read as its copy files, straight from its device directory, in "
-        "index order, a helper thread asking for each file 128 files ahead "
-        "(bench/copy_layout.py). The second bounds any daemon that reads those copies.",
+        "the caches first, alternating: native's data file and the container that holds "
+        "shadowfs's copies of its data file (straight from its device directory), each read "
+        "whole, 1 MiB at a time (bench/copy_layout.py). The second bounds any daemon that "
+        "reads those copies.",
         "",
         *_probe_table(probe, job, LAYOUT_PROBE_TARGETS),
         "",
@@ -516,7 +516,7 @@ def _layout_probe(run: Run, figures: Figures) -> list[str]:
     if copies is not None:
         mounted = _fmt_ratio(figures.ratio("shadowfs", job, "native"))
         lines.append(
-            f"The copy files came off the disk at {copies:.2f}x of native's file; shadowfs's "
+            f"The container came off the disk at {copies:.2f}x of native's file; shadowfs's "
             f"cold read through the mount reached {mounted} in the main run."
         )
         lines.append("")

@@ -6,7 +6,7 @@ on the trio thread; device I/O is awaited and may run inline or in the device's 
 
 Durability, in the order the design fixes (ARCHITECTURE.md, invariant 1) — ``sync``:
 1. fsync every copy written since its last sync (per device, in that device's threads);
-2. fsync the directories that gained or lost copy files;
+2. fsync the directories that gained or lost container files;
 3. write the metadata rows that describe them (one transaction);
 4. for an acknowledged sync (fsync, fdatasync, O_SYNC/O_DSYNC writes, fsyncdir), fsync the
    metadata database.
@@ -102,7 +102,7 @@ class DataPath:
         # once per open file, so a retried fsync would succeed on data that never reached the
         # disk: the failure is remembered here and every later fsync of the file says EIO.
         self.failed_inodes: set[int] = set()
-        self.pending_frees: list[tuple[ExtentKey, str]] = []
+        self.pending_frees: list[tuple[int, str]] = []  # (inode, device): containers to drop
         self.durability_log: list[tuple[str, str]] | None = None
 
     def _pieces(self, offset: int, length: int) -> Iterable[tuple[int, int, int, int]]:
@@ -394,13 +394,13 @@ class DataPath:
 
     async def free(self, inode: Inode) -> None:
         """Release every copy of an inode that has no name and no user left: rows first, then
-        files (a crash in between leaves orphan files, which recovery deletes)."""
+        its containers (a crash in between leaves orphan containers, which recovery deletes).
+        Every device is asked, not only those with a copy now: a container whose copies were
+        all cut away by truncates is still a file."""
         async with inode.lock:
-            doomed = []
             for idx in sorted(self.extents.of(inode.ino)):
                 extent = self.extents.remove(inode.ino, idx)
                 assert extent is not None
-                doomed += [(ExtentKey(inode.ino, idx), c.device) for c in extent.copies.values()]
                 self._forget_usage(inode, extent)
             self.extents.drop_inode(inode.ino)
             # A flush in flight may hold this inode's rows, taken before it was freed: let it
@@ -412,7 +412,7 @@ class DataPath:
                 # The files go once that deletion is durable (next flush): a power loss before
                 # it must find the inode with its data, never rows pointing at deleted files.
                 # Inode numbers are never reused, so no new copy can take these names.
-                self.pending_frees.extend(doomed)
+                self.pending_frees.extend((inode.ino, name) for name in self.devices)
                 self.failed_inodes.discard(inode.ino)
 
     # ------------------------------------------------------------ durability
@@ -477,11 +477,11 @@ class DataPath:
 
     async def _delete_freed(self) -> None:
         frees, self.pending_frees = self.pending_frees, []
-        for key, device in frees:
+        for ino, device in frees:
             try:
-                await self.devices[device].delete(key)
+                await self.devices[device].delete_inode(ino)
             except DeviceError as exc:
-                log.warning("freeing %s on %s failed (fsck will): %s", key, device, exc)
+                log.warning("freeing inode %s on %s failed (fsck will): %s", ino, device, exc)
 
     def _with_current_times(
         self, rows: list[tuple[int, int, int, int, int]]

@@ -2,11 +2,15 @@
 
 What a crash (kill -9 or power loss) can leave behind, and how it is repaired here:
 
-- copy files no row describes (written after the last flush, never acknowledged): deleted;
-- copy files longer than their row's length (writes after the last flush): cut back to the
-  row's length, so bytes the map never acknowledged cannot reappear in a gap later;
-- rows whose copy file is missing or shorter (a truncate that ran after the last flush, or
-  real loss): the row follows the file, and real loss is reported as such;
+- containers of inodes that no longer exist (freed just before the crash, or created and
+  written after the last flush): deleted;
+- data in a container for an extent no row describes (written after the last flush, never
+  acknowledged): punched out;
+- data past a copy's row length (writes after the last flush): punched out back to the row's
+  length, so bytes the map never acknowledged cannot reappear in a gap later;
+- rows whose container is missing (real loss, or a device wiped): reported as loss, the rows
+  dropped; a copy holding less data than its row says is fine (the rest is a hole: zeros,
+  which is what a read returns past the data either way);
 - inodes with nlink = 0 (unlinked while open): freed, with their copies;
 - inodes no directory entry names but nlink > 0, and entries naming no inode: the first are
   linked into /lost+found when they hold data (freed when empty), the second removed;
@@ -18,6 +22,7 @@ locked, for the fsck command), so it may use the devices' blocking helpers.
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from collections.abc import Mapping
@@ -186,53 +191,70 @@ def _check_map(  # type: ignore[no-untyped-def]
     if not scan:
         return
     for name, device in devices.items():
-        rows = {
-            ExtentKey(ino, idx): length
-            for ino, idx, length in db.execute(
-                "SELECT ino, idx, length FROM copies WHERE device=?", (name,)
-            )
-        }
-        on_disk = set()
-        for key in device.list_copies():
-            on_disk.add(key)
-            want = rows.get(key)
-            if want is None:
-                report.note(f"{name}: copy file {key.ino:x}.{key.index:x} not in the map: deleted")
-                if repair:
-                    device.delete_now(key)
-                continue
-            have = device.copy_length(key)
-            if have > want:
-                report.note(
-                    f"{name}: copy {key.ino:x}.{key.index:x} holds {have} bytes, the map"
-                    f" acknowledges {want}: cut back"
-                )
-                if repair:
-                    device.truncate_now(key, want)
-            elif have < want:
-                report.note(f"{name}: copy {key.ino:x}.{key.index:x} shorter than the map says")
-                if repair:
-                    db.execute(
-                        "UPDATE copies SET length=? WHERE ino=? AND idx=? AND device=?",
-                        (have, key.ino, key.index, name),
-                    )
-        for key, length in rows.items():
-            if key in on_disk:
-                continue
-            message = f"{name}: copy {key.ino:x}.{key.index:x} ({length} bytes) is missing"
-            report.note(message)
-            if length:
-                report.data_loss.append(message)
+        _scan_device(db, name, device, report, repair)
+
+
+def _scan_device(  # type: ignore[no-untyped-def]
+    db, name: str, device: LocalDevice, report: FsckReport, repair: bool
+) -> None:
+    """One device's containers against the map's copies on it.
+
+    A container stores each copy at its extent's offset, and holes read as zeros, so what is
+    checked is data: data for no copy is punched out; data past a copy's acknowledged length
+    is punched out (a write after the last flush); a copy with less data than its length is
+    fine (the rest is a hole, zeros either way). Only a container missing while the map has
+    data there is loss (each container holds one TiB of its file). ``copy_length`` is block
+    granular, so data ending inside the last block of a copy's length is not reported, but the
+    tail of that block is still zeroed.
+    """
+    rows = {
+        ExtentKey(ino, idx): length
+        for ino, idx, length in db.execute(
+            "SELECT ino, idx, length FROM copies WHERE device=?", (name,)
+        )
+    }
+    live = {ino for (ino,) in db.execute("SELECT ino FROM inodes")}
+    containers = set(device.list_containers())
+    for ino in sorted({ino for ino, _ in containers} - live):
+        report.note(f"{name}: containers of inode {ino:x}, which no longer exists: deleted")
+        if repair:
+            device.delete_inode_now(ino)
+    # A live inode's container may hold no copy (truncates cut them all): it stays, empty.
+    block = os.statvfs(device.root).f_bsize
+    for key in device.list_copies():
+        if key.ino not in live:
+            continue  # its containers went above
+        want = rows.get(key)
+        if want is None:
+            report.note(f"{name}: data of copy {key.ino:x}.{key.index:x} not in the map: deleted")
             if repair:
-                db.execute(
-                    "DELETE FROM copies WHERE ino=? AND idx=? AND device=?",
-                    (key.ino, key.index, name),
+                device.delete_now(key)
+            continue
+        have = device.copy_length(key)
+        if have > want:
+            if have > -(-want // block) * block:
+                report.note(
+                    f"{name}: copy {key.ino:x}.{key.index:x} holds data up to byte {have}, the "
+                    f"map acknowledges {want}: cut back"
                 )
-                left = db.execute(
-                    "SELECT 1 FROM copies WHERE ino=? AND idx=?", (key.ino, key.index)
-                ).fetchone()
-                if left is None:
-                    db.execute("DELETE FROM extents WHERE ino=? AND idx=?", (key.ino, key.index))
+            if repair:
+                device.truncate_now(key, want)
+    for key, length in rows.items():
+        if device.locate(key)[0] in containers or not length:
+            continue
+        message = f"{name}: copy {key.ino:x}.{key.index:x} ({length} bytes) is missing"
+        report.note(message)
+        report.data_loss.append(message)
+        if repair:
+            db.execute(
+                "DELETE FROM copies WHERE ino=? AND idx=? AND device=?",
+                (key.ino, key.index, name),
+            )
+            left = db.execute(
+                "SELECT 1 FROM copies WHERE ino=? AND idx=?", (key.ino, key.index)
+            ).fetchone()
+            if left is None:
+                db.execute("DELETE FROM extents WHERE ino=? AND idx=?", (key.ino, key.index))
 
 
 def _recount_allocated(db, report: FsckReport, repair: bool) -> None:  # type: ignore[no-untyped-def]

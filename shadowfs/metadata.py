@@ -24,8 +24,8 @@ symlinks   ino -> target.
 xattrs     (ino, name) -> value.
 extents    (ino, idx) -> generation: the extent map. generation counts writes to the extent.
 copies     (ino, idx, device) -> generation, length, role, checksums: one stored instance of an
-           extent. role 0 = primary (authoritative), 1 = shadow. length is the copy file's
-           high-water mark. A copy is current when its generation equals the extent's.
+           extent. role 0 = primary (authoritative), 1 = shadow. length is the copy's
+           high-water mark in its extent. A copy is current when its generation equals the extent's.
 devices    name -> class, path, first_seen_ns: devices that have held data (ownership uses this
            to tell "a new empty device" from "a known device whose disk is not mounted").
 """
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import trio
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: copies in container files per inode (1: one file per copy)
 DB_NAME = "metadata.db"
 
 _SCHEMA = """

@@ -56,7 +56,7 @@ __all__ = [
 LABEL_FILE = "shadowfs.label"
 EXTENTS_DIR = "extents"  # the extent store's directory at a device root
 LOCK_FILE = "lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: copies in container files per inode (1: one file per copy)
 
 # The names at a device root that are always ours.  A state_dir directly inside a device adds
 # its basename for that device: see device_markers().
@@ -151,6 +151,12 @@ def _label_from_json(data: bytes, path: Path) -> Label:
         raise OwnershipError(
             f"label {path} has format version {version}, newer than this shadowfs understands "
             f"({FORMAT_VERSION}): upgrade shadowfs"
+        )
+    if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION:
+        raise OwnershipError(
+            f"label {path} has format version {version}: that device stores one file per "
+            f"extent copy, which this shadowfs (format {FORMAT_VERSION}, container files per "
+            "inode) cannot read; copy the files out with the shadowfs that wrote them"
         )
     for field, kind in _LABEL_FIELDS.items():
         value = document.get(field)

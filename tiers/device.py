@@ -36,6 +36,8 @@ class ExtentKey(NamedTuple):
 
     ino: int
     index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here uses
+    # (Once it keyed the fd cache, one copy file per extent; copies now share one container
+    # per inode, which is what the fd cache keys on.)
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,17 @@ class Device(Protocol):
         """Write into the copy, creating it if needed. True when a new copy was created."""
         ...
 
-    async def truncate(self, key: ExtentKey, length: int) -> None: ...
+    async def truncate(self, key: ExtentKey, length: int) -> None:
+        """Shorten the copy: past *length* it reads as zeros from now on."""
+        ...
 
-    async def delete(self, key: ExtentKey) -> None: ...
+    async def delete(self, key: ExtentKey) -> None:
+        """Drop one copy of an inode that lives on."""
+        ...
+
+    async def delete_inode(self, ino: int) -> None:
+        """Drop every copy of an inode that is gone."""
+        ...
 
     async def sync(self, keys: Iterable[ExtentKey]) -> None:
         """Make the named copies' data durable."""
@@ -108,10 +118,17 @@ class Device(Protocol):
     def has_unsynced_namespace(self) -> bool: ...
 
     def copy_length(self, key: ExtentKey) -> int:
-        """The stored length of a copy (0 if absent). May block briefly: for fsck and recovery."""
+        """Where the copy's stored data ends (0 if it holds none); may be rounded up to the
+        device's block size. May block briefly: for fsck and recovery."""
         ...
 
-    def list_copies(self) -> Iterator[ExtentKey]: ...
+    def list_copies(self) -> Iterator[ExtentKey]:
+        """The copies holding any stored data."""
+        ...
+
+    def list_containers(self) -> Iterator[tuple[int, int]]:
+        """The (inode, segment) of every container file on this device."""
+        ...
 
     def capacity(self, used: int) -> Capacity: ...
 

@@ -1,7 +1,7 @@
 """The data-path harness's environment control and diagnostics, without fio or a mount:
 DAMON pageout pausing and free page reporting holding against fake sysfs trees, the ceiling
 sections of the report (write, cold and hot read, the copy layout) and their JSON round trip,
-the copy-layout reader, the writeback passthrough surviving the kernel's calls on an unlinked
+the container reader, the writeback passthrough surviving the kernel's calls on an unlinked
 inode, and the threaded write-ceiling daemons storing the right bytes (their Operations driven
 directly).
 """
@@ -235,7 +235,7 @@ def test_layout_probe_section_and_round_trip(tmp_path: Path) -> None:
         ]
     report = render(run, "src")
     section = report.split("## The data file read straight off the disk (diagnostic)")[1]
-    assert "| shadowfs's copy files | 1,300 MiB/s | 0.81x | 1,200 MiB/s, 1,400 MiB/s |" in section
+    assert "| shadowfs's container | 1,300 MiB/s | 0.81x | 1,200 MiB/s, 1,400 MiB/s |" in section
     assert "came off the disk at 0.81x of native's file" in section
     assert "reached 0.46x in the main run" in section
     raw = tmp_path / "run.json"
@@ -243,20 +243,14 @@ def test_layout_probe_section_and_round_trip(tmp_path: Path) -> None:
     assert load(raw) == run
 
 
-def test_copy_layout_reads_every_copy_in_order(tmp_path: Path) -> None:
-    paths = copy_layout.copy_paths(tmp_path, 0x1234, 3 * MiB + 5, MiB)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "extents/34/1234.0",
-        "extents/34/1234.1",
-        "extents/34/1234.2",
-    ]
-    for index, path in enumerate(paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(bytes([index]) * (MiB // 2))
-    assert copy_layout.read_files(paths, window=2) > 0
-    assert copy_layout.read_file(paths[0]) > 0
+def test_copy_layout_reads_the_container_of_the_data_file(tmp_path: Path) -> None:
+    path = copy_layout.container_path(tmp_path, 0x1234)
+    assert path.relative_to(tmp_path).as_posix() == "extents/34/1234-0"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x" * (3 * MiB + 5))
+    assert copy_layout.read_file(path) > 0
     with pytest.raises(FileNotFoundError):
-        copy_layout.read_files([*paths, tmp_path / "missing"], window=1)
+        copy_layout.read_file(tmp_path / "missing")
 
 
 def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:

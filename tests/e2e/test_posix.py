@@ -666,7 +666,7 @@ def test_one_tib_sparse_file(fs: ShadowMount) -> None:
     strict=True,
     reason="space is accounted at each copy's high-water mark (copies.length), so a hole inside"
     " an extent, below a later write, is charged to st_blocks, the budget and statfs although"
-    " the copy file is sparse on the device",
+    " the container is sparse on the device",
 )
 def test_hole_inside_an_extent_takes_no_space(fs: ShadowMount) -> None:
     p = fs.path("tail-of-extent")
@@ -1208,7 +1208,7 @@ def test_freed_files_leave_nothing_on_the_device_after_umount(shadowfs_mount: An
             f.flush()
             os.fsync(f.fileno())
     for i in range(5):
-        os.unlink(fs.path(f"f{i}"))  # their copy files go at the next flush: here, the last
+        os.unlink(fs.path(f"f{i}"))  # their containers go at the next flush: here, the last
     fs.umount()
     assert [p for p in (fs.device / "extents").rglob("*") if p.is_file()] == []
     result = run_cli("fsck", "--no-repair", str(fs.config))

@@ -11,7 +11,10 @@ from pathlib import Path
 import pyfuse3
 import pytest
 
+from shadowfs.daemon import open_filesystem
 from shadowfs.datapath import MAX_FILE_SIZE
+from shadowfs.metadata import FORMAT_VERSION, MetadataStore
+from shadowfs.ownership import OwnershipError
 from tests.fs.harness import CTX, Fields, FsHarness, make_config
 
 ROOT = pyfuse3.ROOT_INODE
@@ -256,14 +259,80 @@ async def test_fsync_survives_crash_and_unsynced_copies_are_cut(h: FsHarness) ->
 async def test_fsync_orders_data_then_directories_then_metadata(h: FsHarness) -> None:
     log: list[tuple[str, str]] = []
     h.fs.data.attach_durability_log(log)
-    fh, _ = await h.create(b"ordered")
-    await h.ops.write(fh, 0, b"a" * (2 * MiB))
+    fh, ino = await h.create(b"ordered")
+    await h.ops.write(fh, 0, b"a" * (2 * MiB))  # two extents, one container file
     await h.ops.fsync(fh, False)
     kinds = [kind for kind, _ in log]
-    assert kinds.count("file") == 2
-    assert kinds == ["file", "file", "dir", "metadata", "metadata"]
+    assert kinds == ["file", "dir", "metadata", "metadata"]
+    assert log[0] == ("file", f"hdd0:extents/{ino & 0xFF:02x}/{ino:x}-0")
     assert log[-2:] == [("metadata", "commit"), ("metadata", "durable")]
     await h.ops.release(fh)
+
+
+async def test_a_filesystem_of_the_one_file_per_copy_format_is_refused(h: FsHarness) -> None:
+    await h.ops.write((await h.create(b"kept"))[0], 0, b"data")
+    await h.fs.close()
+    store = MetadataStore(h.config.state_dir)
+    with store.transaction():
+        store.set_info("format_version", "1")
+    store.close()
+    with pytest.raises(OwnershipError) as info:
+        open_filesystem(h.config)
+    assert "format version 1" in str(info.value) and "one file per extent copy" in str(info.value)
+    store = MetadataStore(h.config.state_dir)
+    with store.transaction():
+        store.set_info("format_version", str(FORMAT_VERSION))
+    store.close()
+    h.fs = open_filesystem(h.config)  # nothing was touched: it opens again
+
+
+async def test_recovery_punches_unacknowledged_data_and_drops_orphan_containers(
+    h: FsHarness,
+) -> None:
+    fh, ino = await h.create(b"cut")
+    await h.ops.write(fh, 0, b"a" * 10_000)
+    await h.ops.fsync(fh, False)  # acknowledged: 10,000 bytes of extent 0
+    device = h.fs.devices["hdd0"]
+    segment = (ino, 0)
+    with open(device.path_of(segment), "r+b") as container:  # as if written after the flush
+        container.seek(20_000)
+        container.write(b"b" * 5000)  # past the copy's length
+        container.seek(3 * MiB)
+        container.write(b"c" * 4096)  # an extent the map does not know
+    orphan = device.path_of((ino + 1000, 0))
+    orphan.write_bytes(b"orphan")
+    await h.ops.release(fh)
+    h.crash()
+    findings = h.fs.recovery.findings if h.fs.recovery else []
+    assert any("holds data up to byte" in f and "cut back" in f for f in findings), findings
+    assert any("not in the map: deleted" in f for f in findings), findings
+    assert any("which no longer exists: deleted" in f for f in findings), findings
+    assert not orphan.exists()
+    assert h.fs.recovery is not None and h.fs.recovery.data_loss == []
+    with open(device.path_of(segment), "rb") as container:
+        data = container.read()
+    assert data[:10_000] == b"a" * 10_000
+    assert data[10_000:] == bytes(len(data) - 10_000)  # nothing past the acknowledged bytes
+
+
+async def test_a_live_file_cut_to_nothing_keeps_its_empty_container_and_fsck_is_clean(
+    h: FsHarness,
+) -> None:
+    fh, ino = await h.create(b"cut")
+    await h.ops.write(fh, 0, b"a" * (2 * MiB))
+    await h.ops.fsync(fh, False)
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = 0
+    await h.ops.setattr(ino, attr, Fields(update_size=True), fh, CTX)
+    await h.ops.fsync(fh, False)
+    assert list(h.fs.devices["hdd0"].list_copies()) == []
+    assert h.fs.devices["hdd0"].path_of((ino, 0)).exists()  # freed with the inode, not before
+    assert await h.fsck_findings() == []
+    await h.ops.release(fh)
+    await h.ops.unlink(ROOT, b"cut", CTX)
+    await h.ops.forget([(ino, 1)])  # the create's lookup: now the inode is freed
+    await h.fs.data.sync(None, durable=False)  # and the next flush drops its containers
+    assert not h.fs.devices["hdd0"].path_of((ino, 0)).exists()
 
 
 async def test_orphan_freed_by_recovery(h: FsHarness) -> None:
@@ -484,7 +553,8 @@ async def test_periodic_flush_leaves_in_place_overwrites_to_the_full_flush(h: Fs
     fh, ino = await h.create(b"image")
     await h.ops.write(fh, 0, b"a" * (MiB + 4096))  # extent 0 full, extent 1 partial
     await h.fs.data.sync(None, durable=False, overwrites=False)
-    assert sum(1 for kind, _ in log if kind == "file") == 2  # new extents: synced
+    container = f"hdd0:extents/{ino & 0xFF:02x}/{ino:x}-0"  # both extents' copies live there
+    assert [what for kind, what in log if kind == "file"] == [container]  # new extents: synced
     gen0 = _generation_in_db(h, ino, 0)
 
     log.clear()
@@ -492,14 +562,14 @@ async def test_periodic_flush_leaves_in_place_overwrites_to_the_full_flush(h: Fs
     await h.ops.write(fh, MiB + 4096, b"c" * 4096)  # grows extent 1's copy
     await h.fs.data.sync(None, durable=False, overwrites=False)
     synced = [what for kind, what in log if kind == "file"]
-    assert len(synced) == 1 and synced[0].endswith(".1"), synced  # only the grown extent
-    assert _generation_in_db(h, ino, 0) == gen0  # its row waits with its data
+    assert synced == [container]  # for the grown extent (its fsync takes extent 0's too)
+    assert _generation_in_db(h, ino, 0) == gen0  # but extent 0's row waits for the full flush
     assert h.fs.extents.has_pending(ino)
 
     log.clear()
     await h.fs.data.sync(None, durable=False, overwrites=True)
     synced = [what for kind, what in log if kind == "file"]
-    assert len(synced) == 1 and synced[0].endswith(".0"), synced
+    assert synced == [container]
     assert _generation_in_db(h, ino, 0) > gen0
     assert not h.fs.extents.has_pending(ino)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tiers.device import ExtentKey
-from tiers.local_device import LocalDevice
+from tiers.local_device import SEGMENT_BYTES, LocalDevice
 
 KEY = ExtentKey(7, 3)
 MiB = 1 << 20
@@ -25,11 +25,12 @@ def device(tmp_path: Path) -> Iterator[LocalDevice]:
 
 
 def _evict(device: LocalDevice, offset: int, length: int) -> None:
-    """Drop clean pages of the copy from the page cache (written back first)."""
-    fd = os.open(device.path_of(KEY), os.O_RDONLY)
+    """Drop clean pages of KEY's copy from the page cache (written back first)."""
+    fd = os.open(device.path_of((KEY.ino, 0)), os.O_RDONLY)
     try:
         os.fsync(fd)
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        base = KEY.index * device.extent_size
+        os.posix_fadvise(fd, base + offset, length, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
@@ -77,16 +78,16 @@ async def test_threaded_reads_return_the_same_bytes(device: LocalDevice) -> None
 async def test_prefetch_opens_the_copies_for_the_reads_that_follow(
     device: LocalDevice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = [ExtentKey(9, i) for i in range(4)]
-    for key in keys[:3]:  # the fourth copy does not exist
+    keys = [ExtentKey(9 + i, i) for i in range(4)]  # four inodes: four containers
+    for key in keys[:3]:  # the fourth inode has none
         await device.write(key, 0, bytes([key.index]) * 4096)
-    device._forget_fd(keys[0])
-    device._forget_fd(keys[1])
-    kept = device._fds[keys[2]]
-    await device.prefetch(keys)
-    assert device._fds[keys[2]] == kept  # a cached fd is used, not replaced
-    assert keys[0] in device._fds and keys[1] in device._fds
-    assert keys[3] not in device._fds
+    device._forget_fd((keys[0].ino, 0))
+    device._forget_fd((keys[1].ino, 0))
+    kept = device._fds[(keys[2].ino, 0)]
+    await device.prefetch([*keys, ExtentKey(9, 1)])  # and a second extent of the first one
+    assert device._fds[(keys[2].ino, 0)] == kept  # a cached fd is used, not replaced
+    assert (keys[0].ino, 0) in device._fds and (keys[1].ino, 0) in device._fds
+    assert (keys[3].ino, 0) not in device._fds
     assert not device._pins  # every pin taken for the thread was given back
 
     opens: list[str] = []
@@ -102,17 +103,105 @@ async def test_prefetch_caches_no_fd_of_a_copy_deleted_meanwhile(
 ) -> None:
     key = ExtentKey(9, 0)
     await device.write(key, 0, b"x" * 4096)
-    device._forget_fd(key)
+    device._forget_fd((key.ino, 0))
     real_in_thread = device._in_thread
 
     async def delete_during(op: str, fn: object, *args: object) -> object:
         result = await real_in_thread(op, fn, *args)  # type: ignore[arg-type]
         if op == "prefetch":
-            await device.delete(key)  # lands while the prefetch's thread was out
+            await device.delete_inode(key.ino)  # lands while the prefetch's thread was out
         return result
 
     monkeypatch.setattr(device, "_in_thread", delete_during)
     await device.prefetch([key])
-    assert key not in device._fds
+    assert (key.ino, 0) not in device._fds
     monkeypatch.undo()
     assert await device.read(key, 0, 4096) == b""  # gone, not served from a stale fd
+
+
+async def test_copies_of_one_inode_share_a_container_at_their_extent_offsets(
+    device: LocalDevice,
+) -> None:
+    first, second = ExtentKey(5, 0), ExtentKey(5, 2)
+    await device.write(first, 0, b"a" * MiB)
+    await device.write(second, 100, b"b" * 4096)
+    assert os.listdir(device.root / "extents" / "05") == ["5-0"]  # one file for the inode
+    with open(device.path_of((5, 0)), "rb") as container:
+        data = container.read()
+    assert data[:MiB] == b"a" * MiB
+    assert data[MiB : 2 * MiB + 100] == bytes(MiB + 100)  # extent 1 has no copy: a hole
+    assert data[2 * MiB + 100 :] == b"b" * 4096
+    assert await device.read(second, 0, 200) == bytes(100) + b"b" * 100
+    assert sorted(device.list_copies()) == [first, second]
+    assert device.copy_length(first) == MiB
+    assert device.copy_length(second) == 4196  # where the container ends (else block granular)
+    assert device.copy_length(ExtentKey(5, 1)) == 0
+    assert list(device.list_containers()) == [(5, 0)]
+
+
+async def test_delete_and_truncate_punch_holes_and_free_the_blocks(device: LocalDevice) -> None:
+    first, second = ExtentKey(6, 0), ExtentKey(6, 1)
+    await device.write(first, 0, os.urandom(MiB))
+    await device.write(second, 0, b"keep" * 1024)
+    await device.sync([first, second])
+    blocks = os.stat(device.path_of((6, 0))).st_blocks
+    await device.delete(first)
+    assert await device.read(first, 0, 4096) == bytes(4096)
+    assert bytes(await device.read(second, 0, 4096)) == b"keep" * 1024  # untouched
+    assert os.stat(device.path_of((6, 0))).st_blocks <= blocks - MiB // 512
+    assert list(device.list_copies()) == [second]
+    await device.truncate(second, 10)
+    assert bytes(await device.read(second, 0, 4096)) == b"keepkeepke" + bytes(4086)
+    device.truncate_now(second, 2)
+    assert bytes(await device.read(second, 0, 16)) == b"ke" + bytes(14)
+    device.delete_now(second)
+    assert list(device.list_copies()) == []
+    assert list(device.list_containers()) == [(6, 0)]  # the container stays while the inode lives
+
+
+async def test_delete_inode_removes_the_container_and_its_cached_fd(device: LocalDevice) -> None:
+    key = ExtentKey(0x1234, 3)
+    await device.write(key, 0, b"x" * 4096)
+    assert (key.ino, 0) in device._fds
+    await device.delete_inode(key.ino)
+    assert not device.path_of((key.ino, 0)).exists()
+    assert (key.ino, 0) not in device._fds
+    assert device.has_unsynced_namespace  # the fan-out directory lost an entry
+    assert await device.read(key, 0, 4096) == b""
+    await device.delete_inode(key.ino)  # already gone: nothing to do
+    await device.write(ExtentKey(7, 0), 0, b"y")
+    device.delete_inode_now(7)
+    assert list(device.list_containers()) == []
+
+
+def test_container_names_round_trip_and_foreign_names_are_not_containers() -> None:
+    from tiers.local_device import container_relpath, parse_container_name
+
+    assert container_relpath(0x1234) == "extents/34/1234-0"
+    assert container_relpath(0x1234, 2) == "extents/34/1234-2"
+    assert parse_container_name("34", "1234-0") == (0x1234, 0)
+    assert parse_container_name("34", "1234-1f") == (0x1234, 0x1F)
+    foreign = [("35", "1234-0"), ("34", "1234.0"), ("34", "1234"), ("34", "01234-0"), ("00", "0-0")]
+    for fan, name in [*foreign, ("34", "1234-01"), ("34", "x-0")]:
+        assert parse_container_name(fan, name) is None
+
+
+async def test_a_file_past_a_tib_spreads_over_containers_each_below_a_tib(
+    device: LocalDevice,
+) -> None:
+    """A FUSE file may reach 2**63 bytes, ext4 files 16 TiB: each container holds one TiB."""
+    per_container = SEGMENT_BYTES // device.extent_size
+    near, far = ExtentKey(3, 5), ExtentKey(3, 40 * per_container + 7)  # 40 TiB in
+    await device.write(near, 0, b"n" * 4096)
+    await device.write(far, 10, b"f" * 4096)
+    assert sorted(device.list_containers()) == [(3, 0), (3, 40)]
+    assert os.stat(device.path_of((3, 40))).st_size == 7 * device.extent_size + 10 + 4096
+    assert bytes(await device.read(far, 10, 4096)) == b"f" * 4096
+    assert device.read_cached(*far, 10, 4096) == b"f" * 4096
+    assert sorted(device.list_copies()) == [near, far]
+    assert device.copy_length(far) == 10 + 4096
+    await device.sync([near, far])
+    await device.delete(far)
+    assert sorted(device.list_copies()) == [near]
+    await device.delete_inode(3)
+    assert list(device.list_containers()) == []

@@ -17,6 +17,7 @@ import pytest
 from shadowfs.config import Config, parse_config
 from shadowfs.ownership import (
     EXTENTS_DIR,
+    FORMAT_VERSION,
     LABEL_FILE,
     STATE_MARKERS,
     ClaimResult,
@@ -115,7 +116,7 @@ def test_label_round_trip_leaves_no_temp_file(tmp_path: Path) -> None:
     document = json.loads((tmp_path / LABEL_FILE).read_text())
     assert document["fs_uuid"] == label.fs_uuid
     assert document["device_names"] == list(NAMES)
-    assert document["format_version"] == 1
+    assert document["format_version"] == FORMAT_VERSION == 2
 
 
 def test_write_label_is_temp_fsync_rename_fsync_dir(tmp_path: Path, monkeypatch) -> None:
@@ -192,10 +193,17 @@ def test_label_with_bad_fields(tmp_path: Path, field: str, value: object, fragme
 
 
 def test_label_from_a_newer_shadowfs(tmp_path: Path) -> None:
-    write_label(tmp_path, a_label(format_version=2))
+    write_label(tmp_path, a_label(format_version=FORMAT_VERSION + 1))
     with pytest.raises(OwnershipError) as info:
         read_label(tmp_path)
     assert "upgrade shadowfs" in str(info.value)
+
+
+def test_label_from_the_one_file_per_copy_format_is_refused_naming_it(tmp_path: Path) -> None:
+    write_label(tmp_path, a_label(format_version=1))
+    with pytest.raises(OwnershipError) as info:
+        read_label(tmp_path)
+    assert "format version 1: that device stores one file per extent copy" in str(info.value)
 
 
 def test_state_markers(config: Config, root: Path) -> None:
