@@ -279,6 +279,16 @@ def _goals(figures: Figures, run: Run) -> list[str]:
                     f" (ceiling {hot:.2f}x: the null fs's hot read through its page cache, no"
                     " daemon involved, in the read diagnostic below)"
                 )
+            transport = (
+                Figures(run, run.write_probe).ratio("nullfs-writeback", job, "native")
+                if goal.job == WRITE_PROBE_JOB
+                else None
+            )
+            if transport is not None and transport < goal.ratio:
+                verdict += (
+                    f" (transport ceiling {transport:.2f}x: the null fs with the writeback cache"
+                    " that the issue asks for, nothing stored, in the write diagnostic below)"
+                )
             writeback = _write_ceiling(run) if goal.job == WRITE_PROBE_JOB else None
             if writeback is not None and writeback[0] < goal.ratio:
                 verdict += (
@@ -467,7 +477,8 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
             "as it copies out of ext4's for native. So the null fs's hot figure "
             f"({hot:.2f}x) is what any FUSE filesystem's hot read gets here, against "
             f"shadowfs's {_fmt_ratio(figures.ratio('shadowfs', hot_job, 'native'))} in the "
-            "main run. The difference is the page cache's folio size (bench/folios.py): "
+            "main run. Page-cache folios of the data files after the main rounds "
+            "(bench/folios.py): "
             + "; ".join(f"{name}: {value}" for name, value in folios.items())
             + "."
         )

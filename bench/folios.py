@@ -1,12 +1,13 @@
 """How large the page-cache folios holding a file are: the reason FUSE hot reads trail ext4's.
 
 A hot sequential read never reaches a FUSE daemon: the kernel copies from the FUSE mount's
-page cache, as it copies from ext4's for a native read. The copy costs the same per byte; what
-differs is the work per folio. ext4 on this kernel (6.18) caches files in large folios, while
-the FUSE page cache holds only single 4 KiB pages (measured: every page of a 1 GiB file read
-through shadowfs or the null fs is its own folio), so the kernel takes every lock, reference
-and lookup 4 KiB at a time. The harness records the average folio size of each target's data
-file next to the hot-read figures.
+page cache, as it copies from ext4's for a native read. The copy costs the same per byte; the
+work per folio differs with folio size. On this kernel (6.18) the FUSE page cache holds single
+4 KiB pages (every page of a 1 GiB file read through shadowfs or the null fs is its own folio),
+while ext4 caches a file it reads ahead in large folios (21.6 pages on average for a 1 GiB
+file read with dd) but one a buffered writer just wrote in single pages, as the harness's data
+file is. The harness records the average folio size of each target's data file next to the
+hot-read figures, so that a hot-read ratio can be read knowing which case it is.
 
 Measured by mapping the file read-only, touching each page (which maps the cached folio; the
 caller has read the file first, so nothing is read from a disk) and reading the page frames'

@@ -272,8 +272,9 @@ def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:
     assert "shadowfs reached 0.25x in the main run" in section
     assert (
         "| sequential 1 MiB write ending in fsync >= 0.8x native | 0.25x | – | – | **missed** "
-        "(ceiling 0.35x: the best storing daemon's ratio in the write diagnostic below, "
-        "passthrough `--writeback`) |"
+        "(transport ceiling 0.60x: the null fs with the writeback cache that the issue asks "
+        "for, nothing stored, in the write diagnostic below) (ceiling 0.35x: the best storing "
+        "daemon's ratio in the write diagnostic below, passthrough `--writeback`) |"
     ) in report
     assert "| DAMON pageout | kdamond 0 (pageout after 30 s idle) paused during the run |" in report
 
@@ -281,7 +282,7 @@ def test_report_renders_the_write_ceiling_and_the_verdict_names_it() -> None:
 def test_a_ceiling_above_the_goal_adds_nothing_to_the_verdict() -> None:
     run = _write_run()
     for sample in run.write_probe:  # any storing daemon above the goal lifts the ceiling
-        if sample.target == "writeback-4threads-direct" and sample.result:
+        if sample.target in ("writeback-4threads-direct", "nullfs-writeback") and sample.result:
             sample.result = FioResult(1000.0 * MiB, 1, 1, sample.result.io_bytes, 1000)
     report = render(run, "src")
     assert "| 0.25x | – | – | **missed** |" in report
