@@ -11,6 +11,7 @@ registered on an exit stack right after it is created, so any failure unwinds in
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -199,6 +200,25 @@ def _open(config: Config, purpose: str, stack: contextlib.ExitStack, recover: bo
     )
 
 
+MALLOC_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+MALLOC_MMAP_THRESHOLD = -3
+
+
+def keep_freed_buffers(mmap_below: int = 32 << 20, keep: int = 64 << 20) -> bool:
+    """Have glibc keep freed read buffers for the next request instead of handing the memory
+    back to the kernel. Every large read allocates its reply buffer (1 MiB for a sequential
+    read) and frees it once the reply is sent; by default glibc returns such memory, and the
+    next buffer is faulted in and zeroed again, page by page. Measured, cold 1 GiB sequential
+    reads, alternating: 0.77-0.81 s of daemon CPU per GiB with these settings, 0.85-0.98 s
+    without. At most *keep* bytes of freed memory stay with the daemon. False where the C
+    library has no mallopt (not glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(MALLOC_MMAP_THRESHOLD, mmap_below) and mallopt(MALLOC_TRIM_THRESHOLD, keep))
+
+
 def _fd_budget_per_device(devices: int) -> int:
     """Open container files (one per inode) each device may keep. An fd cache smaller than
     the files in use turns every random read into an open and a close (measured with one file
@@ -349,6 +369,7 @@ async def serve(
         # stalls whoever looks at it first (and an unmount meanwhile says EBUSY).
         gc.collect()
         gc.freeze()
+        keep_freed_buffers()
         pyfuse3.init(fs.ops, str(mountpoint), mount_options(extra_options))
         try:
             async with trio.open_nursery() as nursery:
