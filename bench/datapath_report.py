@@ -489,8 +489,8 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
     if ceiling is not None:
         lines.append(
             "The page-cache passthrough is the least a daemon reading the bytes from a backing "
-            "file can do in shadowfs's cache mode (and its one backing file reads ahead across "
-            f"what shadowfs keeps as separate copy files): {ceiling:.2f}x here, against "
+            "file can do in shadowfs's cache mode (one inline pread per request, nothing asked "
+            f"for ahead, no map): {ceiling:.2f}x here, against "
             f"shadowfs's {_fmt_ratio(shadow)} in the main run. The null fs row is the transport "
             f"and the FUSE page cache alone, nothing read behind them ({_fmt_ratio(null)}). "
             f"Native's median was {_fmt_metric(job, figures.metric('native', job))} in the main "
@@ -564,8 +564,8 @@ def _write_probe(run: Run, figures: Figures) -> list[str]:
             "The three storing daemons do the least work per request a daemon storing the bytes "
             "in a backing file can do with the writeback cache on, inline or with the store moved "
             f"off the event loop; the best of them ({label}) reached {ceiling:.2f}x, which bounds "
-            "what shadowfs's design (one file per extent, metadata besides) can reach on this "
-            f"job; shadowfs reached {_fmt_ratio(shadow)} in the main run{above}. Native's "
+            "what shadowfs's design (a container file per inode, metadata besides) can reach on "
+            f"this job; shadowfs reached {_fmt_ratio(shadow)} in the main run{above}. Native's "
             f"median was {_fmt_metric(job, figures.metric('native', job))} there and "
             f"{_fmt_metric(job, probe.metric('native', job))} here: the two ratios come from "
             "different minutes of a disk whose speed drifts, so compare them loosely. The null "

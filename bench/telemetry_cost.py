@@ -27,7 +27,7 @@ end. Three figures per job:
   code that differs between the two mounts, and each is measured to a fraction of a percent.
 
 Cold jobs are made cold without touching anybody else's page cache: the target is unmounted
-(dropping the FUSE inodes' cache), its copy files are evicted with posix_fadvise(DONTNEED),
+(dropping the FUSE inodes' cache), its device files are evicted with posix_fadvise(DONTNEED),
 and it is mounted again. The full run writes its section into docs/telemetry.md between the
 markers below; `--quick` (64 MiB, 1 round, 1 s jobs) writes bench/results/telemetry-cost-quick.md.
 """
@@ -125,7 +125,7 @@ class TelemetryTarget(ShadowfsTarget):
 
     def make_cold(self) -> bool:
         # Unmounting drops the FUSE page cache and makes the daemon sync its files; then only
-        # our own copy files leave the page cache, not the whole machine's.
+        # our own device files leave the page cache, not the whole machine's.
         self._unmount()
         evicted = evict_page_cache(self.device)
         self.start()
