@@ -650,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-probe",
         action="store_true",
-        help="skip the diagnostics: the FUSE readahead probe and the writeback write ceiling",
+        help="skip the diagnostics: the FUSE readahead probe, the data file read straight off "
+        "the disk, and the read and write ceilings",
     )
     parser.add_argument(
         "--keep-damon",
