@@ -203,7 +203,7 @@ def _scan_device(  # type: ignore[no-untyped-def]
     checked is data: data for no copy is punched out; data past a copy's acknowledged length
     is punched out (a write after the last flush); a copy with less data than its length is
     fine (the rest is a hole, zeros either way). Only a container missing while the map has
-    data there is loss (each container holds one TiB of its file). ``copy_length`` is block
+    data there is loss (each container holds one TiB of its file). A copy's data end is block
     granular, so data ending inside the last block of a copy's length is not reported, but the
     tail of that block is still zeroed.
     """
@@ -221,7 +221,7 @@ def _scan_device(  # type: ignore[no-untyped-def]
             device.delete_inode_now(ino)
     # A live inode's container may hold no copy (truncates cut them all): it stays, empty.
     block = os.statvfs(device.root).f_bsize
-    for key in device.list_copies():
+    for key, have in device.stored_copies():
         if key.ino not in live:
             continue  # its containers went above
         want = rows.get(key)
@@ -230,7 +230,6 @@ def _scan_device(  # type: ignore[no-untyped-def]
             if repair:
                 device.delete_now(key)
             continue
-        have = device.copy_length(key)
         if have > want:
             if have > -(-want // block) * block:
                 report.note(

@@ -126,6 +126,10 @@ class Device(Protocol):
         """The copies holding any stored data."""
         ...
 
+    def stored_copies(self) -> Iterator[tuple[ExtentKey, int]]:
+        """``list_copies``, each with its ``copy_length``."""
+        ...
+
     def list_containers(self) -> Iterator[tuple[int, int]]:
         """The (inode, segment) of every container file on this device."""
         ...

@@ -580,21 +580,21 @@ class LocalDevice:
     async def delete_inode(self, ino: int) -> None:
         """Drop the containers of an inode that is gone, with every copy in them."""
         self._delete_epoch += 1
-        self._forget_inode_fds(ino)
+        self._forget_fd((ino, 0))
         directory = self.path_of((ino, 0)).parent
+        unlinked: list[Segment] = []
         try:
-            await self._in_thread("delete", _unlink_containers, directory, ino)
+            unlinked = await self._in_thread("delete", _unlink_containers, directory, ino)
         except OSError as exc:
             raise self._failed("delete", exc) from exc
         finally:
             # A sync may have opened (and cached) a container while the unlink ran: drop
-            # those fds too; the inode is gone, so nothing may write there again.
-            self._forget_inode_fds(ino)
+            # those fds too; the inode is gone, so nothing may write there again. Only a
+            # container that exists can have a cached fd, so those unlinked are all there is
+            # to forget, without a walk over the whole fd cache for every freed inode.
+            for segment in [(ino, 0), *unlinked]:
+                self._forget_fd(segment)
         self._dirty_dirs.add(str(directory))
-
-    def _forget_inode_fds(self, ino: int) -> None:
-        for segment in [segment for segment in self._fds if segment[0] == ino]:
-            self._forget_fd(segment)
 
     async def sync(self, keys: Iterable[ExtentKey]) -> None:
         """fsync the containers of the named copies in this device's threads: batches of files
@@ -691,6 +691,12 @@ class LocalDevice:
 
     def list_copies(self) -> Iterator[ExtentKey]:
         """The copies that hold any data (a copy that is all holes has nothing to list)."""
+        for key, _ in self.stored_copies():
+            yield key
+
+    def stored_copies(self) -> Iterator[tuple[ExtentKey, int]]:
+        """Each copy holding any data, with where its data ends (as ``copy_length`` says), in
+        one pass over each container's data: for fsck, which needs both for every copy."""
         es = self.extent_size
         for ino, seg in self.list_containers():
             try:
@@ -698,14 +704,15 @@ class LocalDevice:
             except FileNotFoundError:
                 continue
             first = seg << self._seg_shift
+            ends: dict[int, int] = {}  # index in the container -> where its data ends
             try:
-                last = -1
                 for start, stop in _data_spans(fd, 0, os.fstat(fd).st_size):
-                    for index in range(max(start // es, last + 1), (stop - 1) // es + 1):
-                        yield ExtentKey(ino, first + index)
-                        last = index
+                    for index in range(start // es, (stop - 1) // es + 1):
+                        ends[index] = min(stop, (index + 1) * es) - index * es
             finally:
                 os.close(fd)
+            for index, end in ends.items():
+                yield ExtentKey(ino, first + index), end
 
     def delete_now(self, key: ExtentKey) -> None:
         """Blocking delete of one copy, for recovery and fsck (before the mount answers)."""
@@ -713,9 +720,9 @@ class LocalDevice:
 
     def delete_inode_now(self, ino: int) -> None:
         """Blocking ``delete_inode``, for recovery and fsck."""
-        self._forget_inode_fds(ino)
         directory = self.path_of((ino, 0)).parent
-        _unlink_containers(directory, ino)
+        for segment in _unlink_containers(directory, ino):
+            self._forget_fd(segment)
         self._dirty_dirs.add(str(directory))
 
     def truncate_now(self, key: ExtentKey, length: int) -> None:
@@ -875,12 +882,16 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
     return total
 
 
-def _unlink_containers(directory: Path, ino: int) -> None:
-    """Unlink every container of *ino* in its fan-out *directory*."""
-    prefix = f"{ino:x}-"
+def _unlink_containers(directory: Path, ino: int) -> list[Segment]:
+    """Unlink every container of *ino* in its fan-out *directory*; the (inode, segment) of
+    each one found."""
+    found = []
     for name in os.listdir(directory):
-        if name.startswith(prefix):
+        segment = parse_container_name(directory.name, name)
+        if segment is not None and segment[0] == ino:
             _unlink_if_present(os.path.join(directory, name))
+            found.append(segment)
+    return found
 
 
 def _unlink_if_present(path: str) -> None:

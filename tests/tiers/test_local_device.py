@@ -136,6 +136,7 @@ async def test_copies_of_one_inode_share_a_container_at_their_extent_offsets(
     assert device.copy_length(first) == MiB
     assert device.copy_length(second) == 4196  # where the container ends (else block granular)
     assert device.copy_length(ExtentKey(5, 1)) == 0
+    assert sorted(device.stored_copies()) == [(first, MiB), (second, 4196)]
     assert list(device.list_containers()) == [(5, 0)]
 
 
@@ -203,5 +204,7 @@ async def test_a_file_past_a_tib_spreads_over_containers_each_below_a_tib(
     await device.sync([near, far])
     await device.delete(far)
     assert sorted(device.list_copies()) == [near]
+    assert (3, 40) in device._fds
     await device.delete_inode(3)
     assert list(device.list_containers()) == []
+    assert not [segment for segment in device._fds if segment[0] == 3]  # far ones too
