@@ -26,9 +26,15 @@ def container_path(device: Path, ino: int) -> Path:
 def read_file(path: Path) -> float:
     """Bytes per second reading *path* whole, 1 MiB at a time, with the kernel's readahead."""
     started = time.perf_counter()
+    total = read_through(path)
+    return total / (time.perf_counter() - started)
+
+
+def read_through(path: Path, limit: int | None = None) -> int:
+    """Read *path* 1 MiB at a time, to its end or past *limit* bytes; the bytes read."""
     total = 0
     buffer = bytearray(MiB)
     with open(path, "rb", buffering=0) as file:
-        while got := file.readinto(buffer):
+        while (limit is None or total < limit) and (got := file.readinto(buffer)):
             total += got
-    return total / (time.perf_counter() - started)
+    return total

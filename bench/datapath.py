@@ -158,14 +158,7 @@ def build_targets(base: Path, names: list[str]) -> list[Target]:
 
 def warm(path: Path, size: int) -> None:
     """Read *path* once through its target so that the job finds it in the page cache."""
-    buffer = bytearray(MiB)
-    with open(path, "rb", buffering=0) as file:
-        done = 0
-        while done < size:
-            got = file.readinto(buffer)
-            if not got:
-                break
-            done += got
+    copy_layout.read_through(path, size)
 
 
 def prepare(target: Target, size: int) -> None:

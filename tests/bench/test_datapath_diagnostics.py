@@ -249,6 +249,8 @@ def test_copy_layout_reads_the_container_of_the_data_file(tmp_path: Path) -> Non
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x" * (3 * MiB + 5))
     assert copy_layout.read_file(path) > 0
+    assert copy_layout.read_through(path) == 3 * MiB + 5
+    assert copy_layout.read_through(path, MiB) == MiB  # the harness's warm-up stops there
     with pytest.raises(FileNotFoundError):
         copy_layout.read_file(tmp_path / "missing")
 
