@@ -41,15 +41,6 @@ from tiers.device import Device, DeviceError, ExtentKey, single_error
 # EFBIG (or a short write) when the write is made.
 MAX_FILE_SIZE = (1 << 63) - 1
 log = logging.getLogger(__name__)
-# A sequential reader keeps a window of extents asked for ahead of it, and asks again only when
-# fewer than half are left: each ask is a thread hop, and asking one extent per extent read was
-# measured to cost a tenth of the daemon's CPU in a cold sequential read. The window starts at
-# READ_AHEAD_MIN bytes and doubles at each ask while the reader keeps up, to READ_AHEAD_MAX: a
-# long stream then finds its copies in the page cache instead of waiting on a thread (cold 1 GiB
-# read, fresh mount each, alternating: a fixed 16 MiB window 671-871 MiB/s at 1.14-1.49 s of
-# CPU, 96 MiB 920-1,102 MiB/s at 0.82-1.01 s), and a short one costs little.
-READ_AHEAD_MIN = 16 << 20
-READ_AHEAD_MAX = 128 << 20
 # Larger reads skip the synchronous page-cache attempt. They are the sequential ones, whose
 # copy is often only partly read ahead yet: read_cached would copy the part that is there and
 # then give up, and the general path would copy it again. The general path keeps what one
@@ -88,8 +79,6 @@ class DataPath:
         self.devices = dict(devices)
         self.backing = backing
         self.extent_size = extent_size
-        self.read_ahead_min = max(2, READ_AHEAD_MIN // extent_size)  # in extents
-        self.read_ahead_max = max(self.read_ahead_min, READ_AHEAD_MAX // extent_size)
         self.usage = {name: DeviceUsage() for name in self.devices}
         for name, (n, b) in extents.usage_by_device().items():
             if name in self.usage:
@@ -123,20 +112,16 @@ class DataPath:
         Synchronous, because it is the common case: a read past the end, or inside one extent
         whose copy the page cache holds, or inside a hole. Answering it without a coroutine
         per layer was measured to matter (a third of the daemon's own time per 4 KiB O_DIRECT
-        read went to the general path). Either way it notes the read for the read-ahead.
+        read went to the general path).
         """
         if offset >= inode.size or size <= 0:
             return b""
         size = min(size, inode.size - offset)
         es = self.extent_size
         idx, inner = divmod(offset, es)
-        extents = self.extents.of(inode.ino)
-        if offset == inode.read_end and inner == 0:
-            self._read_ahead(inode, idx + 1, extents)
-        inode.read_end = offset + size
         if inner + size > es or size > FAST_READ_MAX:
             return None
-        extent = extents.get(idx)
+        extent = self.extents.of(inode.ino).get(idx)
         if extent is None:
             return bytes(size)
         copy = extent.primary()
@@ -162,42 +147,6 @@ class DataPath:
     async def read(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         data = self.read_now(inode, offset, size)
         return data if data is not None else await self.read_rest(inode, offset, size)
-
-    def _read_ahead(self, inode: Inode, first: int, extents: Mapping[int, Extent]) -> None:
-        """A sequential reader entering a new extent: ask the devices to start reading the
-        next copies (posix_fadvise WILLNEED, in their threads, not awaited). Each copy is its
-        own file, so the device's readahead cannot cross into the next extent by itself, and
-        a cold sequential read would otherwise wait on one extent-sized read at a time."""
-        window = inode.read_ahead_window or self.read_ahead_min
-        ahead = inode.read_ahead_until - first
-        if ahead > window or ahead < 0:
-            # A new sequential pass: behind the last one, or past all it asked for.
-            inode.read_ahead_until = first
-            window = self.read_ahead_min
-        elif ahead >= window // 2:
-            return  # still half a window ahead: ask for more later, in one batch
-        elif inode.read_ahead_window:
-            window = min(2 * window, self.read_ahead_max)  # it keeps up: look further ahead
-        inode.read_ahead_window = window
-        start = max(first, inode.read_ahead_until)
-        stop = first + window
-        by_device: dict[str, list[ExtentKey]] = {}
-        for idx in range(start, stop):
-            extent = extents.get(idx)
-            if extent is not None:
-                copy = extent.primary()
-                by_device.setdefault(copy.device, []).append(ExtentKey(inode.ino, idx))
-        inode.read_ahead_until = max(inode.read_ahead_until, stop)
-        for name, keys in by_device.items():
-            trio.lowlevel.spawn_system_task(self._prefetch, self.devices[name], keys)
-
-    async def _prefetch(self, device: Device, keys: list[ExtentKey]) -> None:
-        # A system task: an exception escaping it would end the whole mount (trio turns it
-        # into TrioInternalError), and a read-ahead is only ever a hint.
-        try:
-            await device.prefetch(keys)
-        except Exception:
-            log.exception("read-ahead on device %s failed (reads go on without it)", device.name)
 
     async def _read_extent(self, ino: int, extent: Extent, inner: int, n: int) -> bytes | bytearray:
         copy = extent.primary()

@@ -54,9 +54,6 @@ class Inode:
     allocated: int = 0
     lookups: int = 0
     open_handles: int = 0
-    read_end: int = -1  # where the last read ended: the next one starting there is sequential
-    read_ahead_until: int = 0  # extents below this index were already prefetched
-    read_ahead_window: int = 0  # extents the read-ahead keeps ahead of this reader (0: none yet)
     lock: InodeLock = field(default_factory=InodeLock, repr=False)
 
     @property

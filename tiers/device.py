@@ -106,10 +106,6 @@ class Device(Protocol):
         """Make the named copies' data durable."""
         ...
 
-    async def prefetch(self, keys: Iterable[ExtentKey]) -> None:
-        """Start reading these copies into a cache; a hint: never raises."""
-        ...
-
     async def sync_namespace(self) -> None:
         """Make the directory entries of copies created since the last call durable."""
         ...

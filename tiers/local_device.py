@@ -517,50 +517,6 @@ class LocalDevice:
         self._account("write", started, n, True)
         return created
 
-    async def prefetch(self, keys: Iterable[ExtentKey]) -> None:
-        """Start reading the copies into the page cache, and open their containers on the way.
-
-        The opens happen in the thread and their fds join the cache: the reads that follow
-        would otherwise open each container on the event loop, where a cold directory or
-        inode (after a remount, say) is a disk read that stalls every request. Each run of
-        consecutive extents is one POSIX_FADV_WILLNEED over its bytes."""
-        runs: dict[Segment, list[tuple[int, int]]] = {}
-        es = self.extent_size
-        for key in sorted(keys):
-            segment, base = self.locate(key)
-            spans = runs.setdefault(segment, [])
-            if spans and spans[-1][0] + spans[-1][1] == base:
-                spans[-1] = (spans[-1][0], spans[-1][1] + es)
-            else:
-                spans.append((base, es))
-        if not runs:
-            return
-        segments = list(runs)
-        cached = [self._fds.get(segment) for segment in segments]
-        pinned = [fd for fd in cached if fd is not None]
-        items = [
-            (fd, str(self.path_of(segment)), runs[segment])
-            for segment, fd in zip(segments, cached, strict=True)
-        ]
-        epoch = self._delete_epoch
-        for fd in pinned:
-            self._pin(fd)
-        try:
-            opened = await self._in_thread("prefetch", _will_need, items)
-        except DeviceTimeout:
-            return  # the abandoned thread may still use the pinned fds: they stay pinned
-        except OSError:
-            opened = []  # a hint; the read that needs the data will see any real error
-        for fd in pinned:
-            self._unpin(fd)
-        for segment, new_fd in zip(segments, opened, strict=False):
-            if new_fd is None:
-                continue
-            if epoch != self._delete_epoch:
-                os.close(new_fd)  # a delete ran meanwhile: this fd may name an unlinked file
-            else:
-                self._remember_fd(segment, new_fd)
-
     async def truncate(self, key: ExtentKey, length: int) -> None:
         """Shorten the copy to *length* bytes: what lay past it reads as zeros from now on."""
         segment, base = self.locate(key)
@@ -786,11 +742,21 @@ def _open_copy(path: str, create: bool) -> tuple[int | None, bool]:
 
 def _open_noatime(path: str, flags: int, mode: int = 0o600) -> int:
     """O_NOATIME: a read must not turn into an inode update (and a possible wait on the
-    journal) on the device. Only the owner or a privileged process may ask for it."""
+    journal) on the device. Only the owner or a privileged process may ask for it.
+
+    POSIX_FADV_SEQUENTIAL doubles the kernel's readahead on the container, the only
+    read-ahead shadowfs relies on: a container holds a whole TiB of the file, so the device
+    reads a sequential stream ahead across extents by itself. Random reads are not read
+    ahead either way (the kernel reads a lone miss as asked). With it, a cold 1 GiB
+    sequential read through the mount left 154-235 of its 1,024 reads to a thread instead of
+    281-305, and ran at 1,127-1,286 MiB/s against 1,037-1,205 (5 alternating rounds)."""
     try:
-        return os.open(path, flags | os.O_CLOEXEC | os.O_NOATIME, mode)
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOATIME, mode)
     except PermissionError:
-        return os.open(path, flags | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    with contextlib.suppress(OSError):  # a hint; a filesystem may not take it
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return fd
 
 
 def _timed_preadv(fd: int, buf: bytearray, start: int, offset: int) -> tuple[int, float]:
@@ -806,27 +772,6 @@ def _timed_preadv(fd: int, buf: bytearray, start: int, offset: int) -> tuple[int
                 break
             total += n
     return total, time.perf_counter() - t0
-
-
-def _will_need(items: list[tuple[int | None, str, list[tuple[int, int]]]]) -> list[int | None]:
-    """POSIX_FADV_WILLNEED each (offset, length) span of each container, through its cached fd
-    or one opened here; returns the fds opened here (None where none was), which the caller
-    owns."""
-    opened: list[int | None] = []
-    for fd, path, spans in items:
-        own: int | None = None
-        if fd is None:
-            with contextlib.suppress(OSError):  # gone, or failing: the read will tell
-                own, _ = _open_copy(path, create=False)  # as ``_open`` does: it joins the cache
-            if own is None:
-                opened.append(None)
-                continue
-            fd = own
-        opened.append(own)
-        for offset, length in spans:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-    return opened
 
 
 def _punch(fd: int, offset: int, length: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,48 +76,29 @@ async def test_threaded_reads_return_the_same_bytes(device: LocalDevice) -> None
     assert device.counters.threaded_ops >= 1
 
 
-async def test_prefetch_opens_the_copies_for_the_reads_that_follow(
+async def test_containers_are_opened_with_the_sequential_hint_which_may_be_refused(
     device: LocalDevice, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = [ExtentKey(9 + i, i) for i in range(4)]  # four inodes: four containers
-    for key in keys[:3]:  # the fourth inode has none
-        await device.write(key, 0, bytes([key.index]) * 4096)
-    device._forget_fd((keys[0].ino, 0))
-    device._forget_fd((keys[1].ino, 0))
-    kept = device._fds[(keys[2].ino, 0)]
-    await device.prefetch([*keys, ExtentKey(9, 1)])  # and a second extent of the first one
-    assert device._fds[(keys[2].ino, 0)] == kept  # a cached fd is used, not replaced
-    assert (keys[0].ino, 0) in device._fds and (keys[1].ino, 0) in device._fds
-    assert (keys[3].ino, 0) not in device._fds
-    assert not device._pins  # every pin taken for the thread was given back
+    # The device's own readahead is the only read-ahead: a container holds a TiB of its file.
+    advice: list[int] = []
+    real = os.posix_fadvise
 
-    opens: list[str] = []
-    real_open = os.open
-    monkeypatch.setattr(os, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
-    for key in keys[:3]:
-        assert device.read_cached(*key, 0, 4096) == bytes([key.index]) * 4096
-    assert opens == []  # the reads found their fds
+    def record(fd: int, offset: int, length: int, what: int) -> None:
+        advice.append(what)
+        real(fd, offset, length, what)
 
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    await device.write(ExtentKey(9, 0), 0, b"x" * 4096)  # created
+    device._forget_fd((9, 0))
+    assert bytes(await device.read(ExtentKey(9, 0), 0, 4096)) == b"x" * 4096  # opened again
+    assert advice == [os.POSIX_FADV_SEQUENTIAL] * 2
 
-async def test_prefetch_caches_no_fd_of_a_copy_deleted_meanwhile(
-    device: LocalDevice, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    key = ExtentKey(9, 0)
-    await device.write(key, 0, b"x" * 4096)
-    device._forget_fd((key.ino, 0))
-    real_in_thread = device._in_thread
+    def refuse(fd: int, offset: int, length: int, what: int) -> None:
+        raise OSError(errno.EINVAL, "no hints here")
 
-    async def delete_during(op: str, fn: object, *args: object) -> object:
-        result = await real_in_thread(op, fn, *args)  # type: ignore[arg-type]
-        if op == "prefetch":
-            await device.delete_inode(key.ino)  # lands while the prefetch's thread was out
-        return result
-
-    monkeypatch.setattr(device, "_in_thread", delete_during)
-    await device.prefetch([key])
-    assert (key.ino, 0) not in device._fds
-    monkeypatch.undo()
-    assert await device.read(key, 0, 4096) == b""  # gone, not served from a stale fd
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    device._forget_fd((9, 0))
+    assert bytes(await device.read(ExtentKey(9, 0), 0, 4096)) == b"x" * 4096
 
 
 async def test_copies_of_one_inode_share_a_container_at_their_extent_offsets(
