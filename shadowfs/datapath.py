@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import trio
 
 from shadowfs.errors import FsError
-from shadowfs.extent_map import Extent, ExtentMap
+from shadowfs.extent_map import Copy, Extent, ExtentMap
 from shadowfs.metadata import MetadataStore
 from shadowfs.namespace import Inode, Namespace, now_ns
 from tiers.device import Device, DeviceError, ExtentKey, single_error
@@ -55,6 +55,12 @@ def _growth(extents: Mapping[int, Extent], idx: int, new_end: int) -> int:
     extent = extents.get(idx)
     have = extent.primary().length if extent is not None else 0
     return max(0, new_end - have)
+
+
+def _write_error(exc: DeviceError) -> FsError:
+    """A device's failure as the write's errno: ENOSPC for a full device, else EIO."""
+    code = errno.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+    return FsError(code, str(exc))
 
 
 @dataclass
@@ -165,6 +171,37 @@ class DataPath:
 
     # ------------------------------------------------------------ write
 
+    def write_now(self, inode: Inode, offset: int, data: bytes) -> int | None:
+        """The write if it needs no waiting, else None (then ``write``).
+
+        Synchronous, like ``read_now``, for the common write: inside one extent that has a
+        copy, whose device takes it inline into an open container, the inode's lock free.
+        Running start to end without a checkpoint, it is what ``write`` does under the lock;
+        a coroutine per layer was a third of the daemon's own time per 4 KiB write
+        (in-process, 9.3 against 6 µs per call).
+        """
+        n = len(data)
+        es = self.extent_size
+        idx, inner = divmod(offset, es)
+        if inner + n > es or n == 0 or offset < 0 or inode.lock.locked():
+            return None
+        if offset + n > MAX_FILE_SIZE:
+            return None  # ``write`` says EFBIG
+        extent = self.extents.of(inode.ino).get(idx)
+        if extent is None:
+            return None
+        copy = extent.primary()
+        if inner + n > copy.length:
+            self._check_growth(inner + n - copy.length)
+        try:
+            if not self.devices[copy.device].write_inline(ExtentKey(inode.ino, idx), inner, data):
+                return None
+        except DeviceError as exc:
+            raise _write_error(exc) from exc
+        self._wrote_piece(inode, extent, copy, inner, n)
+        self._wrote(inode, offset + n)
+        return n
+
     async def write(self, inode: Inode, offset: int, data: bytes) -> int:
         if not data:
             return 0
@@ -186,15 +223,19 @@ class DataPath:
                 view = memoryview(data)
                 for idx, inner, n, pos in self._pieces(offset, len(data)):
                     await self._write_piece(inode, extents, idx, inner, view[pos : pos + n])
-            if end > inode.size:
-                inode.size = end
-            inode.mtime_ns = inode.ctime_ns = now_ns()
-            if inode.mode & (stat.S_ISUID | stat.S_ISGID):
-                self._kill_suid(inode)
-            self.ns.mark_dirty(inode)
+            self._wrote(inode, end)
         finally:
             lock.release()
         return len(data)
+
+    def _wrote(self, inode: Inode, end: int) -> None:
+        """A write ending at ``end`` landed: the size, times and set-ID bits follow."""
+        if end > inode.size:
+            inode.size = end
+        inode.mtime_ns = inode.ctime_ns = now_ns()
+        if inode.mode & (stat.S_ISUID | stat.S_ISGID):
+            self._kill_suid(inode)
+        self.ns.mark_dirty(inode)
 
     async def _write_piece(
         self,
@@ -215,11 +256,14 @@ class DataPath:
             if not device.write_inline(key, inner, data):
                 await device.write(key, inner, data)
         except DeviceError as exc:
-            code = errno.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
-            raise FsError(code, str(exc)) from exc
+            raise _write_error(exc) from exc
+        self._wrote_piece(inode, extent, copy, inner, len(data))
+
+    def _wrote_piece(self, inode: Inode, extent: Extent, copy: Copy, inner: int, n: int) -> None:
+        """``n`` bytes landed in ``copy`` at ``inner``: a new generation, and the high-water
+        mark, the budget and the dirty sets follow."""
         extent.generation += 1
         copy.generation = extent.generation
-        n = len(data)
         if inner + n > copy.length:
             grown = inner + n - copy.length
             copy.length = inner + n
@@ -228,8 +272,8 @@ class DataPath:
             usage.bytes += grown
             if copy.length == grown:
                 usage.copies += 1
-            self.extents.mark_dirty(inode.ino, idx)  # its row's length changes
-        self.extents.mark_written(inode.ino, idx, copy.device)
+            self.extents.mark_dirty(inode.ino, extent.index)  # its row's length changes
+        self.extents.mark_written(inode.ino, extent.index, copy.device)
 
     def _kill_suid(self, inode: Inode) -> None:
         # POSIX: a write by anyone clears set-user-ID, and set-group-ID when group-executable.

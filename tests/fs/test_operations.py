@@ -60,6 +60,81 @@ async def test_holes_read_zeros_and_take_no_space(h: FsHarness) -> None:
     await h.ops.release(fh)
 
 
+async def test_write_is_counted_once_and_a_bug_in_its_fast_path_answers_eio(
+    h: FsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fh, ino = await h.create(b"fast")
+    await h.ops.write(fh, 0, b"a" * MiB)  # a new extent: the general path
+    before = h.ops.request_counts["write"]
+    assert await h.ops.write(fh, 4096, b"b" * 4096) == 4096  # inside it: the fast path
+    assert await h.ops.write(fh, MiB - 10, b"c" * 20) == 20  # across two extents
+    assert h.ops.request_counts["write"] == before + 2
+    assert "_write_rest" not in h.ops.request_counts
+    got = bytes(await h.ops.read(fh, 0, MiB + 10))
+    assert got == b"a" * 4096 + b"b" * 4096 + b"a" * (MiB - 8192 - 10) + b"c" * 20
+    assert (await h.ops.getattr(ino, CTX)).st_size == MiB + 10
+    with pytest.raises(pyfuse3.FUSEError) as bad_handle:
+        await h.ops.write(fh + 1000, 0, b"x")
+    assert errno_of(bad_handle) == errno.EBADF
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(h.fs.data, "write_now", broken)
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await h.ops.write(fh, 0, b"x")
+    assert errno_of(exc) == errno.EIO
+    monkeypatch.undo()
+    await h.ops.release(fh)
+
+
+async def test_a_write_waits_for_the_inode_lock_even_when_it_could_land_at_once(
+    h: FsHarness,
+) -> None:
+    # The fast path runs without a checkpoint, as if under the lock; while an operation
+    # holds the lock (a truncate between its awaits, say) the write must wait its turn.
+    import trio
+
+    fh, ino = await h.create(b"locked")
+    await h.ops.write(fh, 0, b"a" * 8192)
+    inode = h.fs.namespace.get(ino)
+    await inode.lock.acquire()
+    done: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def write() -> None:
+            done.append(await h.ops.write(fh, 0, b"b" * 4096))
+
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == [] and bytes(await h.ops.read(fh, 0, 4096)) == b"a" * 4096
+        inode.lock.release()
+    assert done == [4096] and bytes(await h.ops.read(fh, 0, 4096)) == b"b" * 4096
+    await h.ops.release(fh)
+
+
+async def test_growing_a_copy_inside_its_extent_past_the_budget_is_enospc(
+    tmp_path: Path,
+) -> None:
+    h = FsHarness(make_config(tmp_path, capacity="1 MiB"))
+    try:
+        fh, ino = await h.create(b"small")
+        await h.ops.write(fh, 0, b"a" * 4096)
+        fh2, _ = await h.create(b"filler")
+        await h.ops.write(fh2, 0, b"f" * (MiB - 8192))  # 4 KiB of the budget left
+        with pytest.raises(pyfuse3.FUSEError) as exc:
+            await h.ops.write(fh, 4096, b"b" * 8192)  # the extent exists: the fast path
+        assert errno_of(exc) == errno.ENOSPC
+        assert (await h.ops.getattr(ino, CTX)).st_size == 4096
+        assert bytes(await h.ops.read(fh, 0, MiB)) == b"a" * 4096
+        assert await h.ops.write(fh, 4096, b"b" * 4096) == 4096  # what fits, fits
+        await h.ops.release(fh)
+        await h.ops.release(fh2)
+        assert await h.fsck_findings() == []
+    finally:
+        await h.close()
+
+
 async def test_efbig_beyond_max_file_size(h: FsHarness) -> None:
     fh, _ = await h.create(b"big")
     with pytest.raises(pyfuse3.FUSEError) as exc:
