@@ -11,13 +11,14 @@ socket, so that ``shadowfs status MOUNTPOINT`` finds the daemon without touching
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ import trio
 SOCKET_NAME = "control.sock"
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
+SUN_PATH_MAX = 107  # a Unix socket's address holds 108 bytes, the terminating NUL included
+
+
+@contextlib.contextmanager
+def _addressable(path: Path) -> Iterator[str]:
+    """An address for the socket at ``path`` that fits in sun_path: the path itself, or, for
+    a longer one (a state_dir deep in a tree), the path through its directory's fd,
+    /proc/self/fd/N/NAME, which bind and connect resolve like any path."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 Route = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -110,7 +127,8 @@ class ControlServer:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is created 0600
         try:
-            await sock.bind(str(self.socket_path))
+            with _addressable(self.socket_path) as address:
+                await sock.bind(address)
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
@@ -206,7 +224,12 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            with _addressable(Path(self._path)) as address:
+                sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
 
 

@@ -55,3 +55,28 @@ async def test_routes_errors_and_socket_mode(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     assert calls == [{"a": 1}, {"bad": 1}]
     assert not path.exists()
+
+
+async def test_a_socket_path_longer_than_sun_path_still_serves(tmp_path: Path) -> None:
+    # A state_dir deep in a tree: bind and connect go through the directory's fd.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "control.sock"
+    assert len(os.fsencode(path)) > 108
+
+    async def hello(body: dict[str, Any]) -> dict[str, Any]:
+        return {"hello": True}
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ControlServer(path, {("GET", "/hello"): hello}).serve)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert await trio.to_thread.run_sync(call, path, "GET", "/hello") == (200, {"hello": True})
+        nursery.cancel_scope.cancel()
+    assert not path.exists()
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):  # an unreachable daemon leaks no fd either
+        try:
+            call(path, "GET", "/hello", timeout=1.0)
+        except Exception as exc:  # DaemonUnreachable
+            assert "no shadowfs daemon answers" in str(exc)
+    assert len(os.listdir("/proc/self/fd")) == fds
