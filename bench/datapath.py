@@ -306,19 +306,26 @@ def probe_read_ceiling(base: Path, settings: Run, read_ahead_kb: int) -> list[Sa
     """What a sequential read, cold and hot, reaches through the page cache of a FUSE mount.
 
     A diagnostic, not a benchmark target: `seqread-cold` (and `seqread-hot`, if the run has it)
-    for `settings.rounds` rounds, alternating in rotating order over native, the passthrough in
-    page-cache mode
-    (`--writeback`: no `direct_io`, `keep_cache`, one inline pread per request from one backing
-    file, whose own readahead is not cut at every extent as shadowfs's copies are) and the null
-    fs in page-cache mode, both with the FUSE readahead shadowfs sets (`read_ahead_kb`), each
-    remounted cold before every sample. The passthrough is the least a daemon reading the bytes
-    from a backing file can do in shadowfs's cache mode; the null fs, the transport alone. A hot
-    read reaches no daemon at all, so the null fs's hot figure is every FUSE mount's ceiling.
+    for `settings.rounds` rounds, alternating in rotating order over native, a fresh shadowfs
+    mount, the passthrough in page-cache mode (`--writeback`: no `direct_io`, `keep_cache`, one
+    inline pread per request from one backing file) and the null fs in page-cache mode, both
+    with the FUSE readahead shadowfs sets (`read_ahead_kb`), each remounted cold before every
+    sample. The passthrough is the least a daemon reading the bytes from a backing file can do
+    in shadowfs's cache mode; the null fs, the transport alone. A hot read reaches no daemon at
+    all, so the null fs's hot figure is every FUSE mount's ceiling. shadowfs runs in the same
+    rounds so that it is compared with those ceilings minute for minute, not across the run.
     """
     logs = base / "logs"
     source = base / "rprobe-passthrough-src"
     targets: list[Target] = [
         NativeTarget(base / "rprobe-native"),
+        ShadowfsTarget(
+            device=base / "rprobe-shadowfs-hdd0",
+            state_dir=base / "rprobe-shadowfs-state",
+            mountpoint=base / "mnt-rprobe-shadowfs",
+            config=base / "rprobe-shadowfs.toml",
+            log=logs / "rprobe-shadowfs-cli.log",
+        ),
         PassthroughTarget(
             source,
             base / "mnt-rprobe-passthrough",

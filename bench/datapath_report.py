@@ -219,6 +219,7 @@ def _write_ceiling(run: Run) -> tuple[float, str] | None:
 READ_PROBE_JOB = "seqread-cold"
 READ_PROBE_TARGETS = {
     "native": "native",
+    "shadowfs": "shadowfs",
     "passthrough-writeback": "passthrough, page-cache mode",
     "nullfs-pagecache": "nullfs, page-cache mode",
 }
@@ -240,6 +241,12 @@ def _hot_ceiling(run: Run) -> float | None:
     return Figures(run, run.read_probe).ratio(
         "nullfs-pagecache", JOBS_BY_NAME[HOT_READ_JOB], "native"
     )
+
+
+def _probe_shadowfs(run: Run, job: Job) -> str:
+    """ ", where shadowfs reached R in the same rounds", if the read probe measured it."""
+    ratio = Figures(run, run.read_probe).ratio("shadowfs", job, "native")
+    return "" if ratio is None else f", where shadowfs reached {ratio:.2f}x in the same rounds"
 
 
 def _goals(figures: Figures, run: Run) -> list[str]:
@@ -267,17 +274,18 @@ def _goals(figures: Figures, run: Run) -> list[str]:
                 verdict += (
                     f" (with every byte crossing /dev/fuse, the null fs reaches {ceiling:.2f}x)"
                 )
+            beside = _probe_shadowfs(run, job) if goal.job in (READ_PROBE_JOB, HOT_READ_JOB) else ""
             reading = _read_ceiling(run) if goal.job == READ_PROBE_JOB else None
             if reading is not None and reading < goal.ratio:
                 verdict += (
                     f" (ceiling {reading:.2f}x: the page-cache passthrough's ratio in the read"
-                    " diagnostic below)"
+                    f" diagnostic below{beside})"
                 )
             hot = _hot_ceiling(run) if goal.job == HOT_READ_JOB else None
             if hot is not None and hot < goal.ratio:
                 verdict += (
                     f" (ceiling {hot:.2f}x: the null fs's hot read through its page cache, no"
-                    " daemon involved, in the read diagnostic below)"
+                    f" daemon involved, in the read diagnostic below{beside})"
                 )
             transport = (
                 Figures(run, run.write_probe).ratio("nullfs-writeback", job, "native")
@@ -448,16 +456,19 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
     job = JOBS_BY_NAME[READ_PROBE_JOB]
     probe = Figures(run, run.read_probe)
     facts = run.target_facts.get("shadowfs", {})
+    labels = dict(READ_PROBE_TARGETS)
+    if not any(sample.target == "shadowfs" for sample in run.read_probe):
+        del labels["shadowfs"]  # runs saved before shadowfs joined the probe
     lines = _probe_head(
         "Sequential cold read through a FUSE page cache",
         run,
         job,
         probe,
-        READ_PROBE_TARGETS,
-        "native, the passthrough in page-cache mode (`--writeback`: no `direct_io`, "
-        "`keep_cache`, as shadowfs runs; one inline `os.pread` per request from one backing "
-        "file) and the null fs in page-cache mode, both with the FUSE readahead a default "
-        "shadowfs mount sets, each remounted cold before every sample",
+        labels,
+        "native, a fresh shadowfs mount, the passthrough in page-cache mode (`--writeback`: no "
+        "`direct_io`, `keep_cache`, as shadowfs runs; one inline `os.pread` per request from "
+        "one backing file) and the null fs in page-cache mode, both with the FUSE readahead a "
+        "default shadowfs mount sets, each remounted cold before every sample",
     )
     hot_job = JOBS_BY_NAME[HOT_READ_JOB]
     hot = _hot_ceiling(run)
@@ -465,7 +476,7 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
         lines += [
             f"`{hot_job.name}` over the same targets, in the same rounds:",
             "",
-            *_probe_table(probe, hot_job, READ_PROBE_TARGETS),
+            *_probe_table(probe, hot_job, labels),
             "",
         ]
     if hot is not None:
@@ -477,7 +488,8 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
             "as it copies out of ext4's for native. So the null fs's hot figure "
             f"({hot:.2f}x) is what any FUSE filesystem's hot read gets here, against "
             f"shadowfs's {_fmt_ratio(figures.ratio('shadowfs', hot_job, 'native'))} in the "
-            "main run. Page-cache folios of the data files after the main rounds "
+            f"main run{_probe_shadowfs(run, hot_job)}. Page-cache folios of the data files "
+            "after the main rounds "
             "(bench/folios.py): "
             + "; ".join(f"{name}: {value}" for name, value in folios.items())
             + "."
@@ -491,7 +503,8 @@ def _read_probe(run: Run, figures: Figures) -> list[str]:
             "The page-cache passthrough is the least a daemon reading the bytes from a backing "
             "file can do in shadowfs's cache mode (one inline pread per request, nothing asked "
             f"for ahead, no map): {ceiling:.2f}x here, against "
-            f"shadowfs's {_fmt_ratio(shadow)} in the main run. The null fs row is the transport "
+            f"shadowfs's {_fmt_ratio(shadow)} in the main run{_probe_shadowfs(run, job)}. "
+            "The null fs row is the transport "
             f"and the FUSE page cache alone, nothing read behind them ({_fmt_ratio(null)}). "
             f"Native's median was {_fmt_metric(job, figures.metric('native', job))} in the main "
             f"run and {_fmt_metric(job, probe.metric('native', job))} here."

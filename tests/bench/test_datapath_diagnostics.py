@@ -198,6 +198,38 @@ def test_report_renders_the_read_ceiling_and_the_verdict_names_it() -> None:
     ) in report
 
 
+def test_shadowfs_in_the_read_probe_is_named_beside_the_ceilings() -> None:
+    run = _read_run()
+    assert "| shadowfs |" not in render(run, "src").split("## Sequential cold read")[1]
+    run.jobs.append("seqread-hot")
+    for round_, (cold, hot) in enumerate([(380.0, 8000.0), (460.0, 9000.0)]):
+        run.read_probe += [
+            _sample("shadowfs", round_, cold, 0.5, job="seqread-cold"),
+            _sample("shadowfs", round_, hot, 0.0, job="seqread-hot"),
+            _sample("native", round_, 10000.0, job="seqread-hot"),
+            _sample("nullfs-pagecache", round_, 8600.0, 0.0, job="seqread-hot"),
+        ]
+        run.samples += [
+            _sample("native", round_, 10000.0, job="seqread-hot"),
+            _sample("shadowfs", round_, 7900.0, 0.0, job="seqread-hot"),
+        ]
+    report = render(run, "src")
+    section = report.split("## Sequential cold read through a FUSE page cache")[1]
+    assert "| shadowfs | 420 MiB/s | 0.42x | 380 MiB/s, 460 MiB/s |" in section
+    assert "0.45x here, against shadowfs's 0.46x in the main run, where shadowfs reached " in (
+        section
+    )
+    assert (
+        "(ceiling 0.45x: the page-cache passthrough's ratio in the read diagnostic below, where "
+        "shadowfs reached 0.42x in the same rounds)"
+    ) in report
+    assert "| shadowfs | 8,500 MiB/s | 0.85x |" in section.split("`seqread-hot` over")[1]
+    assert (
+        "no daemon involved, in the read diagnostic below, where shadowfs reached 0.85x in the "
+        "same rounds)"
+    ) in report
+
+
 def test_hot_read_ceiling_is_the_page_cache_null_fs_and_folio_sizes_are_shown() -> None:
     run = _read_run()
     run.jobs.append("seqread-hot")
