@@ -194,7 +194,7 @@ class DataPath:
         if inner + n > copy.length:
             self._check_growth(inner + n - copy.length)
         try:
-            if not self.devices[copy.device].write_inline(ExtentKey(inode.ino, idx), inner, data):
+            if not self.devices[copy.device].write_inline(inode.ino, idx, inner, data):
                 return None
         except DeviceError as exc:
             raise _write_error(exc) from exc
@@ -250,11 +250,10 @@ class DataPath:
             extent = self.extents.add(inode.ino, idx, self.backing)
         copy = extent.primary()
         device = self.devices[copy.device]
-        key = ExtentKey(inode.ino, idx)
         try:
             # Synchronous first: a coroutine per layer cost more than the pwrite (measured).
-            if not device.write_inline(key, inner, data):
-                await device.write(key, inner, data)
+            if not device.write_inline(inode.ino, idx, inner, data):
+                await device.write(ExtentKey(inode.ino, idx), inner, data)
         except DeviceError as exc:
             raise _write_error(exc) from exc
         self._wrote_piece(inode, extent, copy, inner, len(data))

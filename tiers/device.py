@@ -81,9 +81,10 @@ class Device(Protocol):
         """Bytes of the copy at [offset, offset+size); shorter if the copy ends first."""
         ...
 
-    def write_inline(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
-        """Write into an existing copy at once if that cannot block (its file open, the
-        device answering inline); False, having done nothing, otherwise (then ``write``)."""
+    def write_inline(self, ino: int, index: int, offset: int, data: bytes | memoryview) -> bool:
+        """Write into the existing copy of extent ``index`` of inode ``ino`` at once if that
+        cannot block (its file open, the device answering inline); False, having done
+        nothing, otherwise (then ``write``). Two ints, not an ExtentKey: it runs per write."""
         ...
 
     async def write(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:

@@ -475,16 +475,18 @@ class LocalDevice:
         self._account("read", started, n, True)
         return n
 
-    def write_inline(self, key: ExtentKey, offset: int, data: bytes | memoryview) -> bool:
-        # The per-write hot path: no coroutine, no open. Inline writes land in the page cache.
-        if self.mode is not IOMode.INLINE:
+    def write_inline(self, ino: int, index: int, offset: int, data: bytes | memoryview) -> bool:
+        # The per-write hot path: no coroutine, no open, no ExtentKey, and ``_mode`` rather
+        # than the ``mode`` property (a device whose threaded period is over comes back
+        # inline through ``write``, which asks ``mode``). Inline writes land in the page cache.
+        if self._mode is not IOMode.INLINE:
             return False
-        segment, base = self.locate(key)
+        segment = (ino, index >> self._seg_shift)
         fd = self._fds.get(segment)
         if fd is None:
             return False
         self._fds.move_to_end(segment)
-        self._pwrite_inline(fd, base + offset, data)
+        self._pwrite_inline(fd, offset + (index & self._seg_mask) * self.extent_size, data)
         return True
 
     def _pwrite_inline(self, fd: int, offset: int, data: bytes | memoryview) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tiers.device import ExtentKey
-from tiers.local_device import SEGMENT_BYTES, LocalDevice
+from tiers.local_device import SEGMENT_BYTES, IOMode, IOPolicy, LocalDevice
 
 KEY = ExtentKey(7, 3)
 MiB = 1 << 20
@@ -190,3 +191,27 @@ async def test_a_file_past_a_tib_spreads_over_containers_each_below_a_tib(
     await device.delete_inode(3)
     assert list(device.list_containers()) == []
     assert not [segment for segment in device._fds if segment[0] == 3]  # far ones too
+
+
+async def test_inline_writes_stop_while_threaded_and_resume_after_the_clean_period(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "d").mkdir()
+    device = LocalDevice("hdd0", tmp_path / "d", 1 << 30, policy=IOPolicy(clean_period_s=0.2))
+    device.initialise()
+    try:
+        await device.write(KEY, 0, b"a" * 4096)  # creates the container, caches its fd
+        assert device.write_inline(KEY.ino, KEY.index, 0, b"b" * 4096)
+        device.force_threaded("test")
+        assert not device.write_inline(KEY.ino, KEY.index, 0, b"c" * 4096)  # nothing written
+        assert bytes(await device.read(KEY, 0, 4096)) == b"b" * 4096
+        time.sleep(0.25)
+        # The general path asks ``mode``, which ends the threaded period once it is over...
+        await device.write(KEY, 0, b"d" * 4096)
+        assert device.mode is IOMode.INLINE
+        threaded = device.counters.threaded_ops
+        assert device.write_inline(KEY.ino, KEY.index, 4096, b"e" * 4096)  # ...then inline again
+        assert device.counters.threaded_ops == threaded
+        assert bytes(await device.read(KEY, 0, 8192)) == b"d" * 4096 + b"e" * 4096
+    finally:
+        device.close()
