@@ -176,9 +176,9 @@ class DataPath:
 
         Synchronous, like ``read_now``, for the common write: inside one extent that has a
         copy, whose device takes it inline into an open container, the inode's lock free.
-        Running start to end without a checkpoint, it is what ``write`` does under the lock;
-        a coroutine per layer was a third of the daemon's own time per 4 KiB write
-        (in-process, 9.3 against 6 µs per call).
+        Running start to end without a checkpoint, it is what ``write`` does under the lock,
+        without a coroutine per layer: in-process, a 4 KiB overwrite cost about 3.3 µs more
+        than a bare ``os.pwrite`` this way, against 5.1 µs through ``write``.
         """
         n = len(data)
         es = self.extent_size
