@@ -45,6 +45,7 @@ def _addressable(path: Path) -> Iterator[str]:
     finally:
         os.close(fd)
 
+
 Route = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
