@@ -85,6 +85,10 @@ class DataPath:
         self.devices = dict(devices)
         self.backing = backing
         self.extent_size = extent_size
+        # Extent sizes are powers of two (the config insists): a shift and a mask split an
+        # offset without a divmod call on the per-request paths.
+        self._shift = extent_size.bit_length() - 1
+        self._mask = extent_size - 1
         self.usage = {name: DeviceUsage() for name in self.devices}
         for name, (n, b) in extents.usage_by_device().items():
             if name in self.usage:
@@ -120,18 +124,23 @@ class DataPath:
         per layer was measured to matter (a third of the daemon's own time per 4 KiB O_DIRECT
         read went to the general path).
         """
-        if offset >= inode.size or size <= 0:
+        left = inode.size - offset
+        if left <= 0 or size <= 0:
             return b""
-        size = min(size, inode.size - offset)
-        es = self.extent_size
-        idx, inner = divmod(offset, es)
-        if inner + size > es or size > FAST_READ_MAX:
+        if size > left:
+            size = left
+        inner = offset & self._mask
+        if inner + size > self.extent_size or size > FAST_READ_MAX:
             return None
-        extent = self.extents.of(inode.ino).get(idx)
+        extents = self.extents.files.get(inode.ino)
+        if extents is None:
+            return None  # not loaded: ``read_rest`` loads it
+        idx = offset >> self._shift
+        extent = extents.get(idx)
         if extent is None:
             return bytes(size)
-        copy = extent.primary()
-        if inner + size > copy.length:
+        copy = extent.main
+        if copy is None or inner + size > copy.length:
             return None
         return self.devices[copy.device].read_cached(inode.ino, idx, inner, size)
 
@@ -181,16 +190,21 @@ class DataPath:
         than a bare ``os.pwrite`` this way, against 5.1 µs through ``write``.
         """
         n = len(data)
-        es = self.extent_size
-        idx, inner = divmod(offset, es)
-        if inner + n > es or n == 0 or offset < 0 or inode.lock.locked():
+        inner = offset & self._mask
+        if inner + n > self.extent_size or n == 0 or offset < 0 or inode.lock.locked():
             return None
         if offset + n > MAX_FILE_SIZE:
             return None  # ``write`` says EFBIG
-        extent = self.extents.of(inode.ino).get(idx)
+        extents = self.extents.files.get(inode.ino)
+        if extents is None:
+            return None
+        idx = offset >> self._shift
+        extent = extents.get(idx)
         if extent is None:
             return None
-        copy = extent.primary()
+        copy = extent.main
+        if copy is None:
+            return None
         if inner + n > copy.length:
             self._check_growth(inner + n - copy.length)
         try:

@@ -40,12 +40,19 @@ class Extent:
     index: int
     generation: int
     copies: dict[str, Copy] = field(default_factory=dict)
+    # The primary copy, kept beside ``copies`` because every read and write asks for it and
+    # a search per request was measurable; ``put`` keeps the two in step.
+    main: Copy | None = None
+
+    def put(self, copy: Copy) -> None:
+        self.copies[copy.device] = copy
+        if copy.role is CopyRole.PRIMARY:
+            self.main = copy
 
     def primary(self) -> Copy:
-        for copy in self.copies.values():
-            if copy.role is CopyRole.PRIMARY:
-                return copy
-        raise LookupError(f"extent {self.index} has no primary copy")
+        if self.main is None:
+            raise LookupError(f"extent {self.index} has no primary copy")
+        return self.main
 
     def current_copies(self) -> list[Copy]:
         return [c for c in self.copies.values() if c.generation == self.generation]
@@ -67,7 +74,9 @@ class FlushBatch:
 class ExtentMap:
     def __init__(self, store: MetadataStore) -> None:
         self.db = store.db
-        self._files: dict[int, dict[int, Extent]] = {}
+        # Loaded maps by inode. ``of`` loads a missing one; the per-request paths look here
+        # first and call ``of`` only on a miss (a call per request was measurable).
+        self.files: dict[int, dict[int, Extent]] = {}
         self._dirty: dict[int, set[int]] = {}
         self._removed: dict[int, set[int]] = {}
         self._unsynced: dict[int, dict[str, set[int]]] = {}
@@ -79,10 +88,10 @@ class ExtentMap:
     # ------------------------------------------------------------ lookups
 
     def of(self, ino: int) -> dict[int, Extent]:
-        extents = self._files.get(ino)
+        extents = self.files.get(ino)
         if extents is None:
             extents = self._load(ino)
-            self._files[ino] = extents
+            self.files[ino] = extents
         return extents
 
     def _load(self, ino: int) -> dict[int, Extent]:
@@ -98,7 +107,7 @@ class ExtentMap:
         ):
             extent = extents.get(idx)
             if extent is not None:  # fsck removes copies without an extent
-                extent.copies[device] = Copy(device, gen, length, CopyRole(role), checksums)
+                extent.put(Copy(device, gen, length, CopyRole(role), checksums))
         return extents
 
     def get(self, ino: int, index: int) -> Extent | None:
@@ -107,7 +116,8 @@ class ExtentMap:
     # ------------------------------------------------------------ changes
 
     def add(self, ino: int, index: int, device: str) -> Extent:
-        extent = Extent(index, 0, {device: Copy(device, 0, 0, CopyRole.PRIMARY)})
+        extent = Extent(index, 0)
+        extent.put(Copy(device, 0, 0, CopyRole.PRIMARY))
         self.of(ino)[index] = extent
         self.mark_dirty(ino, index)
         return extent
@@ -120,8 +130,18 @@ class ExtentMap:
     def mark_written(self, ino: int, index: int, device: str) -> None:
         """Bytes of the extent's copy on ``device`` changed; on its own (no ``mark_dirty``),
         an overwrite in place."""
-        self._dirty.setdefault(ino, set()).add(index)
-        self._unsynced.setdefault(ino, {}).setdefault(device, set()).add(index)
+        # Once per write: no empty set or dict built only for ``setdefault`` to drop.
+        dirty = self._dirty.get(ino)
+        if dirty is None:
+            dirty = self._dirty[ino] = set()
+        dirty.add(index)
+        by_device = self._unsynced.get(ino)
+        if by_device is None:
+            by_device = self._unsynced[ino] = {}
+        unsynced = by_device.get(device)
+        if unsynced is None:
+            unsynced = by_device[device] = set()
+        unsynced.add(index)
 
     def remove(self, ino: int, index: int) -> Extent | None:
         extent = self.of(ino).pop(index, None)
@@ -136,7 +156,7 @@ class ExtentMap:
 
     def drop_inode(self, ino: int) -> None:
         """Forget a freed inode; its rows are deleted by ``delete_inode_rows``."""
-        self._files.pop(ino, None)
+        self.files.pop(ino, None)
         self._dirty.pop(ino, None)
         self._removed.pop(ino, None)
         self._unsynced.pop(ino, None)
@@ -145,7 +165,7 @@ class ExtentMap:
     def evict(self, ino: int) -> None:
         """Forget a clean inode's map; it is loaded again on next use."""
         if not self.has_pending(ino):
-            self._files.pop(ino, None)
+            self.files.pop(ino, None)
 
     def delete_inode_rows(self, ino: int) -> None:
         self.db.execute("DELETE FROM extents WHERE ino=?", (ino,))
@@ -189,7 +209,7 @@ class ExtentMap:
                     self._discard(self._unsynced[ino], device, indexes)
                 if not self._unsynced.get(ino, True):
                     del self._unsynced[ino]
-            extents = self._files.get(ino, {})
+            extents = self.files.get(ino, {})
             for idx in taken:
                 extent = extents.get(idx)
                 if extent is None:
