@@ -59,6 +59,7 @@ from tiers.mounts import mount_entries
 
 EXTENTS_DIR = "extents"
 FANOUT = 256
+_NOWAIT = os.RWF_NOWAIT  # once per read: a global, not a module attribute lookup
 # Filesystems whose buffered reads honour RWF_NOWAIT and whose page-cache writes do not wait on
 # a remote peer. On anything else (FUSE, NFS, CIFS, ...) a "non-blocking" read can still block,
 # as a FUSE direct_io file does (measured: it ignores the flag), so such a device never runs
@@ -395,18 +396,19 @@ class LocalDevice:
     def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
         # The page-cache-hit path of every small read: no coroutine, no open, no clock.
         segment = (ino, index >> self._seg_shift)
-        fd = self._fds.get(segment)
+        fds = self._fds
+        fd = fds.get(segment)
         if fd is None or not self._nowait_reads:
             return None
         buf = bytearray(size)
         offset += (index & self._seg_mask) * self.extent_size
         try:
-            n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+            n = os.preadv(fd, [buf], offset, _NOWAIT)
         except OSError:
             return None  # a miss (EAGAIN), or an error that ``read`` meets again and reports
         if n != size:
             return None
-        self._fds.move_to_end(segment)
+        fds.move_to_end(segment)
         counters = self.counters
         counters.reads += 1
         counters.cache_hits += 1
