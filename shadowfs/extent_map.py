@@ -45,9 +45,12 @@ class Extent:
     main: Copy | None = None
 
     def put(self, copy: Copy) -> None:
+        """Add ``copy``, or replace the one on its device."""
         self.copies[copy.device] = copy
         if copy.role is CopyRole.PRIMARY:
             self.main = copy
+        elif self.main is not None and self.main.device == copy.device:
+            self.main = None  # the primary it replaced is gone
 
     def primary(self) -> Copy:
         if self.main is None:

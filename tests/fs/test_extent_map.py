@@ -54,6 +54,10 @@ def test_an_extent_without_a_primary_says_so() -> None:
     assert extent.main is None
     with pytest.raises(LookupError, match="extent 3 has no primary copy"):
         extent.primary()
+    extent.put(Copy("hdd0", 0, 0, CopyRole.PRIMARY))
+    assert extent.primary() is extent.copies["hdd0"]
+    extent.put(Copy("hdd0", 1, 0, CopyRole.SHADOW))  # replaces the primary on its device
+    assert extent.main is None and set(extent.copies) == {"ssd0", "hdd0"}
 
 
 def test_writes_leave_each_extent_pending_once_per_device(
