@@ -41,11 +41,11 @@ from tiers.device import Device, DeviceError, ExtentKey, single_error
 # EFBIG (or a short write) when the write is made.
 MAX_FILE_SIZE = (1 << 63) - 1
 log = logging.getLogger(__name__)
-# Larger reads skip the synchronous page-cache attempt. They are the sequential ones, whose
-# copy is often only partly read ahead yet: read_cached would copy the part that is there and
-# then give up, and the general path would copy it again. The general path keeps what one
-# RWF_NOWAIT read gives and reads only the rest, and its few coroutines are nothing against a
-# large copy.
+# Larger reads skip the synchronous inline attempt. They are the sequential ones, whose copy
+# is often only partly read ahead yet: the inline read would copy the part that is there and
+# then give up (or wait for the rest on the event loop), and the general path would copy it
+# again. The general path keeps what one RWF_NOWAIT read gives and reads only the rest, and
+# its few coroutines are nothing against a large copy.
 FAST_READ_MAX = 128 * 1024
 
 
@@ -142,7 +142,7 @@ class DataPath:
         copy = extent.main
         if copy is None or inner + size > copy.length:
             return None
-        return self.devices[copy.device].read_cached(inode.ino, idx, inner, size)
+        return self.devices[copy.device].read_inline(inode.ino, idx, inner, size)
 
     async def read_rest(self, inode: Inode, offset: int, size: int) -> bytes | bytearray:
         """What ``read_now`` could not answer, waiting on devices as needed."""

@@ -70,11 +70,12 @@ class Device(Protocol):
     @property
     def mode(self) -> IOMode: ...
 
-    def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
-        """All ``size`` bytes of copy (ino, index) from the page cache without blocking, or
-        None (then call ``read``). Synchronous, and named by two ints rather than an
-        ExtentKey: this is the hot path of a page-cache hit, and building the key cost more
-        than a third of a microsecond per read."""
+    def read_inline(self, ino: int, index: int, offset: int, size: int) -> bytes | bytearray | None:
+        """All ``size`` bytes of copy (ino, index) at once, if getting them cannot stall the
+        caller (a page-cache hit, or a device measured to answer misses fast); else None
+        (then call ``read``). Synchronous, and named by two ints rather than an ExtentKey:
+        this is the hot path of every small read, and building the key cost more than a
+        third of a microsecond per read."""
         ...
 
     async def read(self, key: ExtentKey, offset: int, size: int) -> bytes | bytearray:

@@ -59,7 +59,9 @@ from tiers.mounts import mount_entries
 
 EXTENTS_DIR = "extents"
 FANOUT = 256
-_NOWAIT = os.RWF_NOWAIT  # once per read: a global, not a module attribute lookup
+_NOWAIT = os.RWF_NOWAIT  # once per read: globals, not module attribute lookups
+_clock = time.perf_counter
+_INLINE = IOMode.INLINE
 # Filesystems whose buffered reads honour RWF_NOWAIT and whose page-cache writes do not wait on
 # a remote peer. On anything else (FUSE, NFS, CIFS, ...) a "non-blocking" read can still block,
 # as a FUSE direct_io file does (measured: it ignores the flag), so such a device never runs
@@ -165,6 +167,10 @@ class LocalDevice:
         self.last_mode_reason = ""
         self._slow_at: deque[float] = deque(maxlen=self.policy.slow_ops_to_switch)
         self.miss_latency_s = 0.0  # EWMA of reads that missed the page cache
+        self._inline_miss_s = self.policy.inline_miss_s
+        # An inline pread slower than this is counted as a miss: well above a page-cache hit
+        # of the largest inline read, well below the miss latency that sends misses to threads.
+        self._hit_max_s = self.policy.inline_miss_s / 10
         self._nowait_reads = True
         self._fds: OrderedDict[Segment, int] = OrderedDict()  # container -> its fd
         self._pins: dict[int, int] = {}
@@ -393,15 +399,46 @@ class LocalDevice:
 
     # ----------------------------------------------------------------- I/O
 
-    def read_cached(self, ino: int, index: int, offset: int, size: int) -> bytearray | None:
-        # The page-cache-hit path of every small read: no coroutine, no open, no clock.
+    def read_inline(self, ino: int, index: int, offset: int, size: int) -> bytes | bytearray | None:
+        # The hot path of every small read: no coroutine, no open. Two ways to answer without
+        # stalling the loop. While the device answers misses faster than a thread hop would
+        # cost (measured, as ``_read_miss`` decides), a plain pread runs here whether or not
+        # the page cache holds the bytes, timed so that a miss still feeds the miss latency:
+        # cheaper than preadv into a fresh bytearray (1.2 against 1.6-1.9 µs per 4 KiB hit,
+        # measured), and it serves filesystems that refuse RWF_NOWAIT (tmpfs). Otherwise
+        # preadv with RWF_NOWAIT answers page-cache hits only.
         segment = (ino, index >> self._seg_shift)
         fds = self._fds
         fd = fds.get(segment)
-        if fd is None or not self._nowait_reads:
+        if fd is None:
+            return None
+        offset += (index & self._seg_mask) * self.extent_size
+        if self._mode is _INLINE and self.miss_latency_s < self._inline_miss_s:
+            started = _clock()
+            try:
+                data = os.pread(fd, size, offset)
+            except OSError:
+                return None  # ``read`` meets the error again and reports it
+            latency = _clock() - started
+            if len(data) != size:
+                return None  # the container ends first: ``read`` pads the copy's tail
+            fds.move_to_end(segment)
+            counters = self.counters
+            counters.reads += 1
+            counters.bytes_read += size
+            reached = latency > self._hit_max_s
+            if reached:  # taken for a miss: a hit rarely takes this long
+                self.miss_latency_s += 0.2 * (latency - self.miss_latency_s)
+                if latency > self.policy.slow_threshold_s:
+                    self._slow("read", latency, self.policy.slow_threshold_s)
+            else:
+                counters.cache_hits += 1
+            if self.recorder is not None:
+                self.recorder("read", latency, size, reached)
+            return data
+        if not self._nowait_reads:
             return None
         buf = bytearray(size)
-        offset += (index & self._seg_mask) * self.extent_size
         try:
             n = os.preadv(fd, [buf], offset, _NOWAIT)
         except OSError:
@@ -496,7 +533,7 @@ class LocalDevice:
         # cost more in the daemon than its body (measured per request).
         counters = self.counters
         counters.writes += 1
-        started = time.perf_counter()
+        started = _clock()
         try:
             n = os.pwrite(fd, data, offset)
             if n < len(data):  # a short write: the rest, or the error that explains it
@@ -504,7 +541,7 @@ class LocalDevice:
         except OSError as exc:
             raise self._failed("write", exc) from exc
         counters.bytes_written += n
-        latency = time.perf_counter() - started
+        latency = _clock() - started
         threshold = self.policy.slow_threshold_s
         if latency > threshold:
             self._slow("write", latency, threshold)

@@ -1,4 +1,4 @@
-"""LocalDevice's read paths: the synchronous page-cache hit, partial hits, short copies."""
+"""LocalDevice's read paths: the synchronous inline read, partial hits, short copies."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tiers import local_device
 from tiers.device import ExtentKey
 from tiers.local_device import SEGMENT_BYTES, IOMode, IOPolicy, LocalDevice
 
@@ -29,7 +30,7 @@ def device(tmp_path: Path) -> Iterator[LocalDevice]:
 @pytest.fixture
 def nowait(tmp_path: Path) -> None:
     """Skip where the filesystem under the test refuses RWF_NOWAIT (tmpfs does): there
-    ``read_cached`` declines every read by design and the miss path serves them."""
+    the RWF_NOWAIT probe declines every read by design and the miss path serves them."""
     probe = tmp_path / "nowait-probe"
     probe.write_bytes(b"x" * 4096)
     fd = os.open(probe, os.O_RDONLY)
@@ -54,19 +55,69 @@ def _evict(device: LocalDevice, offset: int, length: int) -> None:
         os.close(fd)
 
 
-async def test_read_cached_answers_hits_and_declines_everything_else(
+async def test_read_inline_without_fast_misses_answers_hits_only(
     device: LocalDevice, nowait: None
 ) -> None:
     data = os.urandom(MiB)
-    assert device.read_cached(*KEY, 0, 4096) is None  # no such copy: not its business
+    assert device.read_inline(*KEY, 0, 4096) is None  # no such copy: not its business
     await device.write(KEY, 0, data)
-    assert device.read_cached(*KEY, 4096, 4096) == data[4096:8192]
+    device.miss_latency_s = 1.0  # misses measured slow: they belong to threads
+    assert device.read_inline(*KEY, 4096, 4096) == data[4096:8192]
     assert device.counters.cache_hits == 1 and device.counters.reads == 1
-    assert device.read_cached(*KEY, MiB - 10, 4096) is None  # past the end: short
+    assert device.read_inline(*KEY, MiB - 10, 4096) is None  # past the end: short
     _evict(device, 0, MiB)
-    if device.read_cached(*KEY, 0, 4096) is not None:
+    if device.read_inline(*KEY, 0, 4096) is not None:
         pytest.skip("the kernel kept the pages despite DONTNEED")
     assert await device.read(KEY, 0, 4096) == data[:4096]  # the miss path reads it
+
+
+async def test_read_inline_on_a_device_with_fast_misses_preads_hit_or_miss(
+    device: LocalDevice,
+) -> None:
+    data = os.urandom(MiB)
+    await device.write(KEY, 0, data)
+    device._nowait_reads = False  # as on tmpfs: the pread path does not need RWF_NOWAIT
+    _evict(device, 0, MiB)
+    assert device.read_inline(*KEY, 8192, 4096) == data[8192 : 8192 + 4096]
+    assert device.read_inline(*KEY, MiB - 10, 4096) is None  # past the end: ``read`` pads
+    assert device.counters.reads == 1 and device.counters.bytes_read == 4096
+    assert device.counters.threaded_ops == 0
+
+
+async def test_slow_inline_preads_feed_the_miss_latency_and_can_send_the_device_threaded(
+    device: LocalDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(MiB)
+    await device.write(KEY, 0, data)
+    recorded: list[tuple[str, float, int, bool]] = []
+    device.recorder = lambda op, latency, n, reached: recorded.append((op, latency, n, reached))
+    took = [0.0]
+
+    def fake_clock() -> float:  # each pread appears to take took[0] seconds
+        fake_clock.calls += 1  # type: ignore[attr-defined]
+        return took[0] if fake_clock.calls % 2 == 0 else 0.0  # type: ignore[attr-defined]
+
+    fake_clock.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(local_device, "_clock", fake_clock)
+    took[0] = 2e-6  # a page-cache hit
+    assert device.read_inline(*KEY, 0, 4096) == data[:4096]
+    assert device.counters.cache_hits == 1 and device.miss_latency_s == 0.0
+    took[0] = 0.002  # a miss answered in 2 ms: slower than a thread hop
+    assert device.read_inline(*KEY, 0, 4096) == data[:4096]
+    assert device.counters.cache_hits == 1
+    assert device.miss_latency_s == pytest.approx(0.0004)
+    assert recorded == [("read", 2e-6, 4096, False), ("read", 0.002, 4096, True)]
+    assert device.read_inline(*KEY, 0, 4096) == data[:4096]  # the average passes 0.5 ms...
+    assert device.miss_latency_s > device.policy.inline_miss_s
+    monkeypatch.setattr(os, "pread", None)  # ...so the next read may not block: RWF_NOWAIT
+    if device._nowait_reads:
+        assert device.read_inline(*KEY, 0, 4096) == data[:4096]
+    monkeypatch.undo()
+    monkeypatch.setattr(local_device, "_clock", fake_clock)
+    device.miss_latency_s = 0.0
+    took[0] = 1.0  # one read far past the slow threshold sends the device threaded at once
+    assert device.read_inline(*KEY, 0, 4096) == data[:4096]
+    assert device.mode is IOMode.THREADED and "read took" in device.last_mode_reason
 
 
 async def test_a_partial_hit_is_completed_from_the_device(device: LocalDevice) -> None:
@@ -203,7 +254,7 @@ async def test_a_file_past_a_tib_spreads_over_containers_each_below_a_tib(
     assert sorted(device.list_containers()) == [(3, 0), (3, 40)]
     assert os.stat(device.path_of((3, 40))).st_size == 7 * device.extent_size + 10 + 4096
     assert bytes(await device.read(far, 10, 4096)) == b"f" * 4096
-    assert device.read_cached(*far, 10, 4096) == b"f" * 4096
+    assert device.read_inline(*far, 10, 4096) == b"f" * 4096
     assert sorted(device.list_copies()) == [near, far]
     assert device.copy_length(far) == 10 + 4096
     await device.sync([near, far])
