@@ -49,6 +49,7 @@ from bench.targets import (
     Target,
     TargetUnavailable,
     WriteCeilingTarget,
+    cpu_steal_seconds,
     drop_caches,
     filesystem_of,
     force_unmount,
@@ -73,6 +74,7 @@ class Sample:
     requests: dict[str, object] | None = None  # the null fs's request-size histogram
     cold: bool | None = None  # for cold jobs: were the caches really dropped
     error: str | None = None
+    steal_s: float | None = None  # the machine's CPU steal during the fio run (all CPUs)
 
 
 @dataclass
@@ -189,10 +191,14 @@ def run_one(target: Target, job: Job, round_: int, settings: Run) -> Sample:
         target.request_sizes()  # start the histogram afresh: warming is not the job
     pids = target.daemon_pids()
     cpu_before = process_cpu_seconds(pids)
+    steal_before = cpu_steal_seconds()
     try:
         sample.result = fio_jobs.run(job, target.directory, settings.size, settings.runtime)
     except FioError as exc:
         sample.error = str(exc)
+    steal_after = cpu_steal_seconds()
+    if steal_before is not None and steal_after is not None:
+        sample.steal_s = steal_after - steal_before
     if pids:
         sample.daemon_cpu_s = process_cpu_seconds(pids) - cpu_before
     if isinstance(target, NullTarget):
@@ -434,7 +440,8 @@ def _describe(sample: Sample, job: Job) -> str:
         f"{result.bw_bytes / MiB:9.1f} MiB/s" if job.metric == "bw" else f"{result.iops:9.0f} IOPS"
     )
     cpu = "" if sample.daemon_cpu_s is None else f"  daemon {sample.daemon_cpu_s:.2f} s CPU"
-    return f"{figure}  p99 {result.p99_ns / 1000:8.1f} us{cpu}"
+    steal = "" if sample.steal_s is None else f"  steal {sample.steal_s:.2f} s"
+    return f"{figure}  p99 {result.p99_ns / 1000:8.1f} us{cpu}{steal}"
 
 
 def machine_facts(base: Path) -> dict[str, str]:

@@ -117,6 +117,11 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+# CPU steal (summed over the machine's CPUs) during one fio run that the report names beside
+# the sample: a tenth of a second is 1% of a 5 s run on two CPUs.
+NOTABLE_STEAL_S = 0.1
+
+
 def _ok(samples: list[Sample]) -> list[Sample]:
     return [sample for sample in samples if sample.result is not None]
 
@@ -139,6 +144,18 @@ class Figures:
 
     def spread(self, target: str, job: Job) -> list[float]:
         return [s.result.metric(job.metric) for s in self.samples(target, job.name) if s.result]
+
+    def spread_cell(self, target: str, job: Job) -> str:
+        """Every sample's figure in round order, each marked with the CPU steal it lost when
+        that was notable: the hypervisor's share of the noise, named where it happened."""
+        cells = []
+        for sample in self.samples(target, job.name):
+            assert sample.result is not None
+            cell = _fmt_metric(job, sample.result.metric(job.metric))
+            if sample.steal_s is not None and sample.steal_s >= NOTABLE_STEAL_S:
+                cell += f" (steal {sample.steal_s:.1f} s)"
+            cells.append(cell)
+        return ", ".join(cells)
 
     def p99(self, target: str, job: str) -> float | None:
         return _median([s.result.p99_ns for s in self.samples(target, job) if s.result])
@@ -308,7 +325,9 @@ def _goals(figures: Figures, run: Run) -> list[str]:
     lines.append("")
     lines.append(
         "Ratios are medians of the target over medians of the baseline named in the goal; the "
-        "null fs column is the transport's ceiling when every byte crosses /dev/fuse."
+        "null fs column is the transport's ceiling when every byte crosses /dev/fuse. In the "
+        "rounds columns below, a sample that lost notable CPU to the hypervisor (steal, summed "
+        f"over CPUs, at least {NOTABLE_STEAL_S:g} s) says how much."
     )
     return lines
 
@@ -333,7 +352,7 @@ def _job_table(figures: Figures, run: Run, job: Job) -> list[str]:
             continue
         cpu, busy = figures.cpu_per_gib(target, job.name), figures.cpu_busy(target, job.name)
         cpu_cell = "–" if cpu is None or busy is None else f"{cpu:.2f} ({busy:.0%})"
-        spread = ", ".join(_fmt_metric(job, value) for value in figures.spread(target, job))
+        spread = figures.spread_cell(target, job)
         lines.append(
             f"| {target} | {_fmt_metric(job, figures.metric(target, job))} "
             f"| {_fmt_ratio(figures.ratio(target, job, 'native'))} "
@@ -428,7 +447,7 @@ def _probe_table(probe: Figures, job: Job, labels: dict[str, str]) -> list[str]:
             continue
         cpu, busy = probe.cpu_per_gib(target, job.name), probe.cpu_busy(target, job.name)
         cpu_cell = "–" if cpu is None or busy is None else f"{cpu:.2f} ({busy:.0%})"
-        spread = ", ".join(_fmt_metric(job, value) for value in probe.spread(target, job))
+        spread = probe.spread_cell(target, job)
         failed = f" ({len(failures)} failed)" if failures else ""
         lines.append(
             f"| {label} | {_fmt_metric(job, probe.metric(target, job))} "

@@ -112,6 +112,20 @@ def force_unmount(mountpoint: Path) -> None:
     subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True, timeout=30)
 
 
+def cpu_steal_seconds() -> float | None:
+    """The machine's CPU steal time so far, summed over CPUs (/proc/stat); None where the
+    kernel does not report it. Time the hypervisor gave this VM's CPUs to others: a sample
+    that loses it runs slower for reasons no target controls."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / CLOCK_TICKS
+
+
 def process_cpu_seconds(pids: list[int]) -> float:
     """utime + stime of *pids* (all their threads) from /proc/PID/stat; gone pids count 0."""
     total = 0

@@ -20,7 +20,7 @@ from bench import fio_jobs
 from bench.datapath import Run, Sample, parse_size
 from bench.datapath_report import render
 from bench.fio_jobs import DATA_FILE, FioResult
-from bench.targets import NullTarget, PassthroughTarget, mount_of
+from bench.targets import NullTarget, PassthroughTarget, cpu_steal_seconds, mount_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,6 +136,22 @@ def test_report_marks_goals_met_and_missed() -> None:
     assert "**missed** (with every byte crossing /dev/fuse, the null fs reaches 0.60x)" in missed
     absent = render(_run_with({"native": 100.0, "passthrough": 40.0}), "src")
     assert "not measured" in absent
+
+
+def test_report_names_the_cpu_steal_beside_the_samples_that_lost_it() -> None:
+    run = _run_with({"native": 100.0, "shadowfs": 95.0})
+    run.samples[0].steal_s = 0.43
+    run.samples[1].steal_s = 0.02  # below notice
+    report = render(run, "src")
+    assert "0 MiB/s (steal 0.4 s) |" in report
+    assert report.count("(steal 0.") == 1
+
+
+def test_cpu_steal_is_read_from_proc_stat() -> None:
+    first = cpu_steal_seconds()
+    assert first is not None and first >= 0.0
+    second = cpu_steal_seconds()
+    assert second is not None and second >= first
 
 
 @needs_fuse
