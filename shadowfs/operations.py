@@ -327,7 +327,7 @@ class ShadowOperations(pyfuse3.Operations):
         # Not @_translated, as read: the common write lands without awaiting anything.
         self.writes += 1
         handle = self._handles.get(fh)
-        if handle is not None and not handle.flags & (_SYNC_FLAGS):
+        if handle is not None and not handle.flags & _SYNC_FLAGS:
             try:
                 written = self.data.write_now(handle.inode, off, buf)
             except FsError as exc:
@@ -343,7 +343,7 @@ class ShadowOperations(pyfuse3.Operations):
     async def _write_rest(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
         written = await self.data.write(handle.inode, off, buf)
-        if handle.flags & (_SYNC_FLAGS):
+        if handle.flags & _SYNC_FLAGS:
             # Without the writeback cache the kernel does not follow an O_SYNC write with
             # an fsync; make it durable here. With it, the kernel's fsync does the same.
             await self.data.sync([handle.inode.ino], durable=True)
