@@ -26,8 +26,10 @@ an inode adds an entry to an existing directory: durability then needs the conta
 and one fsync of its fan-out directory (tracked in ``_dirty_dirs``).
 
 I/O mode follows measurement (ARCHITECTURE.md): a pread that the page cache can answer runs on
-the event loop (preadv with RWF_NOWAIT says whether it would block); anything that may block
-runs in this device's worker threads under a CapacityLimiter with a deadline. A device whose
+the event loop (preadv with RWF_NOWAIT says whether it would block), and so does a miss while
+the device answers misses faster than a thread hop would cost (then a small read is one plain
+timed pread, hit or miss); anything that may block runs in this device's worker threads under
+a CapacityLimiter with a deadline. A device whose
 I/O is slow or failing goes THREADED at once and returns to INLINE only after a clean period.
 Buffered RWF_NOWAIT writes are not supported by ext4 on this kernel (EOPNOTSUPP, measured), so
 inline writes are plain pwrite calls into the page cache while the device measures fast; dirty
