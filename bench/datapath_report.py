@@ -142,9 +142,6 @@ class Figures:
         values = [s.result.metric(job.metric) for s in self.samples(target, job.name) if s.result]
         return _median(values)
 
-    def spread(self, target: str, job: Job) -> list[float]:
-        return [s.result.metric(job.metric) for s in self.samples(target, job.name) if s.result]
-
     def spread_cell(self, target: str, job: Job) -> str:
         """Every sample's figure in round order, each marked with the CPU steal it lost when
         that was notable: the hypervisor's share of the noise, named where it happened."""

@@ -236,7 +236,9 @@ class LocalDevice:
         self.counters.mode_changes += 1
 
     def _account(self, op: str, started: float, nbytes: int, reached_device: bool) -> None:
-        latency = time.perf_counter() - started
+        self._account_latency(op, time.perf_counter() - started, nbytes, reached_device)
+
+    def _account_latency(self, op: str, latency: float, nbytes: int, reached_device: bool) -> None:
         # fsync time grows with the dirty data it writes back, so it says little about the
         # device's health on its own; it always runs threaded anyway.
         threshold = self.policy.slow_threshold_s
@@ -428,15 +430,13 @@ class LocalDevice:
             counters = self.counters
             counters.reads += 1
             counters.bytes_read += size
-            reached = latency > self._hit_max_s
-            if reached:  # taken for a miss: a hit rarely takes this long
-                self.miss_latency_s += 0.2 * (latency - self.miss_latency_s)
-                if latency > self.policy.slow_threshold_s:
-                    self._slow("read", latency, self.policy.slow_threshold_s)
+            if latency > self._hit_max_s:  # taken for a miss: a hit rarely takes this long
+                self._note_miss(latency)
+                self._account_latency("read", latency, size, True)
             else:
                 counters.cache_hits += 1
-            if self.recorder is not None:
-                self.recorder("read", latency, size, reached)
+                if self.recorder is not None:
+                    self.recorder("read", latency, size, False)
             return data
         if not self._nowait_reads:
             return None
@@ -511,10 +511,15 @@ class LocalDevice:
                 n, device_s = await self._on_fd("read", fd, _timed_preadv, buf, start, offset)
         except OSError as exc:
             raise self._failed("read", exc) from exc
-        self.miss_latency_s += 0.2 * (device_s - self.miss_latency_s)
+        self._note_miss(device_s)
         self.counters.bytes_read += n
         self._account("read", started, n, True)
         return n
+
+    def _note_miss(self, device_s: float) -> None:
+        """A read that reached the device took ``device_s``: the miss latency (an EWMA, weight
+        0.2) that decides whether misses run inline follows it."""
+        self.miss_latency_s += 0.2 * (device_s - self.miss_latency_s)
 
     def write_inline(self, ino: int, index: int, offset: int, data: bytes | memoryview) -> bool:
         # The per-write hot path: no coroutine, no open, no ExtentKey, and ``_mode`` rather
